@@ -1,0 +1,151 @@
+"""OAuth client-credentials tokens: fetched lazily, cached, refreshed early, shared across threads.
+
+m3ter issues a bearer token for ``accessKeyId:apiSecret`` (HTTP Basic) at ``POST /oauth/token``;
+it lives 18,000 s and there is no refresh token, so a new one is simply requested. An expired token
+is answered with 403, which is why :meth:`TokenProvider.invalidate` exists.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import requests
+
+from airflow_provider_m3ter.client.errors import M3terError
+
+__all__ = ["AccessToken", "BearerAuth", "TokenProvider", "read_token_response"]
+
+log = logging.getLogger("airflow_provider_m3ter.client")
+
+# m3ter's documented token lifetime, used when a response leaves out ``expires_in``.
+DEFAULT_TOKEN_LIFETIME = 18_000.0
+
+
+def read_token_response(body: object, path: str = "/oauth/token") -> tuple[str, float]:
+    """``(access_token, expires_in)`` from the body of a successful token request.
+
+    :param body: the parsed JSON response.
+    :param path: the token URL path, for the error.
+    :raises M3terError: when the body has no ``access_token``.
+    """
+    token = body.get("access_token") if isinstance(body, dict) else None
+    if not isinstance(token, str) or not token:
+        raise M3terError(200, "POST", path, "the token response has no access_token")
+    expires_in = body.get("expires_in") if isinstance(body, dict) else None
+    if isinstance(expires_in, (int, float)) and not isinstance(expires_in, bool) and expires_in > 0:
+        return token, float(expires_in)
+    return token, DEFAULT_TOKEN_LIFETIME
+
+
+@dataclass(frozen=True)
+class AccessToken:
+    """A bearer token and when (on the client's monotonic clock) it stops being used.
+
+    :param value: the token itself; never shown by ``repr()``.
+    :param fetched_at: clock time the token arrived.
+    :param refresh_at: clock time from which a new token is fetched instead.
+    """
+
+    value: str = field(repr=False)
+    fetched_at: float
+    refresh_at: float
+
+
+class BearerAuth(requests.auth.AuthBase):
+    """``requests`` auth that sends ``Authorization: Bearer <token>``.
+
+    Passing auth explicitly also stops ``requests`` from replacing the header with ``~/.netrc`` data.
+
+    :param token: the bearer token.
+    """
+
+    def __init__(self, token: str) -> None:
+        self._token = token
+
+    def __call__(self, request: requests.PreparedRequest) -> requests.PreparedRequest:
+        request.headers["Authorization"] = f"Bearer {self._token}"
+        return request
+
+    def __repr__(self) -> str:
+        return "BearerAuth(<hidden>)"
+
+
+class TokenProvider:
+    """Hands out a valid token, fetching one only when none is cached or it is close to expiry.
+
+    Concurrent callers share one fetch (a lock plus a second check inside it).
+
+    :param fetch: performs the token request and returns ``(access_token, expires_in_seconds)``;
+        it carries its own retry rules and raises the client's errors.
+    :param clock: monotonic clock in seconds.
+    :param refresh_margin: refresh this many seconds before expiry; never earlier than half
+        the token's lifetime, so a short-lived token is still reused.
+    :param on_secret: called with every new token (e.g. to register it with a log masker).
+    """
+
+    def __init__(
+        self,
+        fetch: Callable[[], tuple[str, float]],
+        *,
+        clock: Callable[[], float] = time.monotonic,
+        refresh_margin: float = 300.0,
+        on_secret: Callable[[str], None] | None = None,
+    ) -> None:
+        self._fetch = fetch
+        self._clock = clock
+        self._margin = refresh_margin
+        self._on_secret = on_secret
+        self._lock = threading.Lock()
+        self._token: AccessToken | None = None
+
+    def _usable(self, token: AccessToken | None) -> bool:
+        return token is not None and self._clock() < token.refresh_at
+
+    def get(self) -> str:
+        """Return a usable token, fetching a new one first if needed (once, whatever the threads)."""
+        token = self._token
+        if self._usable(token):
+            return token.value  # type: ignore[union-attr]
+        with self._lock:
+            token = self._token
+            if not self._usable(token):
+                token = self._new_token()
+                self._token = token
+            return token.value  # type: ignore[union-attr]
+
+    def _new_token(self) -> AccessToken:
+        value, expires_in = self._fetch()
+        if self._on_secret is not None:
+            # Register before the token can reach any log line or exception.
+            self._on_secret(value)
+        now = self._clock()
+        lifetime = max(0.0, float(expires_in))
+        refresh_at = now + max(lifetime - self._margin, lifetime / 2)
+        log.info(
+            "Fetched a new m3ter access token (valid %.0f s, refreshed after %.0f s)",
+            lifetime,
+            refresh_at - now,
+        )
+        return AccessToken(value=value, fetched_at=now, refresh_at=refresh_at)
+
+    def invalidate(self, value: str) -> bool:
+        """Drop the cached token if it is still ``value``; return whether it was dropped.
+
+        Threads that saw the same rejected token thus cause one new fetch, not one each.
+
+        :param value: the token that m3ter rejected.
+        """
+        with self._lock:
+            if self._token is not None and self._token.value == value:
+                self._token = None
+                return True
+            return False
+
+    @property
+    def current(self) -> AccessToken | None:
+        """The cached token, if any (``repr`` hides its value)."""
+        return self._token

@@ -1,0 +1,572 @@
+"""IngestRun: validated, de-duplicable, paced and checkpointed measurement submission.
+
+One run goes through the source twice, cheaply:
+
+1. **Prepare.** Stream the rows once: validate, derive uids, serialize each record once and cut
+   deterministic batches (<= 1,000 records, body < 512,000 bytes) into a spill file on local disk.
+   Memory stays flat; the whole source is checked before anything is sent, so ``on_invalid="fail"``
+   sends nothing when any row is bad.
+2. **Send.** Post the spilled batches in order through the client (which paces and retries), with
+   up to ``max_in_flight`` requests at once. After each acknowledged batch the contiguous
+   acknowledged prefix is saved to a checkpoint store; a retry whose source yields the same batches
+   (same fingerprint) resumes after it. A 413 (or a 403 on a multi-record batch) splits the batch in
+   halves.
+
+Plain Python: the operator adapts Airflow's ``task_state_store`` to :class:`CheckpointStore`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import tempfile
+import threading
+import time
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import IO, Any, Literal, Protocol
+
+from airflow_provider_m3ter.client.errors import M3terFinalError, M3terPayloadTooLargeError
+from airflow_provider_m3ter.client.measurements import (
+    BODY_PREFIX,
+    BODY_SUFFIX,
+    DEDUP_WINDOW,
+    MAX_BATCH_BYTES,
+    MAX_BATCH_COUNT,
+    BatchBuilder,
+    RowError,
+    UidDeriver,
+    cutoff_key,
+    timestamp_key,
+    utc_key_to_iso,
+    validate_measurement,
+)
+
+__all__ = [
+    "CheckpointStore",
+    "IngestRun",
+    "IngestSummary",
+    "InvalidMeasurementsError",
+    "MemoryCheckpointStore",
+    "number_rows",
+]
+
+log = logging.getLogger("airflow_provider_m3ter.ingest")
+
+OnInvalid = Literal["fail", "skip"]
+#: How often a 403 on a multi-record batch may halve it before the 403 counts as final.
+MAX_403_SPLITS = 3
+_CHECKPOINT_VERSION = 1
+
+
+class CheckpointStore(Protocol):
+    """Where a run keeps its progress between task tries (Airflow: ``context["task_state_store"]``)."""
+
+    def load(self) -> dict[str, Any] | None:
+        """The saved checkpoint, or None."""
+        ...
+
+    def save(self, state: dict[str, Any]) -> None:
+        """Save (overwrite) the checkpoint."""
+        ...
+
+    def clear(self) -> None:
+        """Remove the checkpoint."""
+        ...
+
+
+class MemoryCheckpointStore:
+    """A :class:`CheckpointStore` in memory (tests, plain-Python use within one process)."""
+
+    def __init__(self, state: dict[str, Any] | None = None) -> None:
+        self.state = state
+        #: every saved state, in order (lets tests see the progression)
+        self.history: list[dict[str, Any]] = []
+
+    def load(self) -> dict[str, Any] | None:
+        """The saved checkpoint, or None."""
+        return self.state
+
+    def save(self, state: dict[str, Any]) -> None:
+        """Save (overwrite) the checkpoint."""
+        self.state = dict(state)
+        self.history.append(self.state)
+
+    def clear(self) -> None:
+        """Remove the checkpoint."""
+        self.state = None
+
+
+class InvalidMeasurementsError(ValueError):
+    """Rows failed validation and ``on_invalid="fail"``: nothing was sent.
+
+    :param errors: the first rejected rows' errors (at most the run's ``max_errors_reported``).
+    :param invalid_rows: how many rows were rejected in total.
+    :param source: a name for the source.
+    """
+
+    def __init__(self, errors: list[RowError], invalid_rows: int, source: str | None = None) -> None:
+        self.errors = errors
+        self.invalid_rows = invalid_rows
+        self.source = source
+        where = f" in {source}" if source else ""
+        head = f"{invalid_rows} invalid row{'s' if invalid_rows != 1 else ''}{where}; nothing was sent"
+        more = f" (showing the first {len(errors)} problems)" if invalid_rows > len(errors) else ""
+        super().__init__(head + more + ":\n" + "\n".join(f"  {error}" for error in errors))
+
+
+@dataclass
+class IngestSummary:
+    """What a run did; its :meth:`as_dict` is the operator's XCom (counts only, never data).
+
+    :param read: rows read from the source.
+    :param valid: rows that passed validation.
+    :param invalid: rows rejected.
+    :param sent: measurements acknowledged by m3ter in this run (a resumed run excludes earlier ones).
+    :param batches: batches acknowledged in this run.
+    :param total_batches: batches the source makes.
+    :param bytes: request-body bytes acknowledged in this run.
+    :param requests: ingest calls made (split halves count separately).
+    :param splits: batches halved after a 413/403.
+    :param retries: HTTP retries the client made.
+    :param throttled: 429 responses seen.
+    :param duration_seconds: wall time of the run.
+    :param ts_min: earliest ``ts`` among valid rows (UTC).
+    :param ts_max: latest ``ts`` among valid rows (UTC).
+    :param older_than_dedup_window: valid rows whose ``ts`` is older than m3ter's 35-day window.
+    :param dead_letter_path: where rejected rows were written (``on_invalid="skip"``), or None.
+    :param resumed_from: ``{"batches", "measurements"}`` acknowledged by an earlier try, or None.
+    :param fingerprint: identifies the batch sequence (source content plus batching parameters).
+    """
+
+    read: int = 0
+    valid: int = 0
+    invalid: int = 0
+    sent: int = 0
+    batches: int = 0
+    total_batches: int = 0
+    bytes: int = 0
+    requests: int = 0
+    splits: int = 0
+    retries: int = 0
+    throttled: int = 0
+    duration_seconds: float = 0.0
+    ts_min: str | None = None
+    ts_max: str | None = None
+    older_than_dedup_window: int = 0
+    dead_letter_path: str | None = None
+    resumed_from: dict[str, int] | None = None
+    fingerprint: str = ""
+
+    def as_dict(self) -> dict[str, Any]:
+        """A JSON-ready dict of the summary."""
+        return asdict(self)
+
+
+def number_rows(items: Iterable[Any]) -> Iterator[tuple[int, None, Any]]:
+    """Turn plain measurements into ``(row, line, item)`` rows for :meth:`IngestRun.run`."""
+    for row, item in enumerate(items, start=1):
+        yield row, None, item
+
+
+@dataclass
+class _Spill:
+    """The prepared batches on disk: ``(offset, size, count)`` each, records separated by ``\\n``."""
+
+    path: Path
+    batches: list[tuple[int, int, int]] = field(default_factory=list)
+    records: int = 0
+
+
+def _dead_letter_json(item: Any) -> Any:
+    """The rejected row's data in a JSON-safe form."""
+    try:
+        json.dumps(item, allow_nan=False)
+        return item
+    except (TypeError, ValueError):
+        return repr(item)
+
+
+class IngestRun:
+    """Submit measurements to m3ter: validate all, then send paced, checkpointed batches.
+
+    :param client: an :class:`~airflow_provider_m3ter.client.M3terClient` (its ingest pacing and
+        retry rules apply to every request).
+    :param namespace: scopes derived uids (rows without ``uid``); keep it stable across reruns.
+    :param on_invalid: ``"fail"`` sends nothing if any row is invalid; ``"skip"`` sends the valid
+        rows and writes rejected ones to ``dead_letter_path``.
+    :param dead_letter_path: JSON Lines file for rejected rows (``skip``); anything with ``open()``.
+    :param max_in_flight: concurrent requests (threads); acknowledgements still checkpoint in order.
+    :param checkpoint: where to keep progress for resume; None disables resume.
+    :param max_errors_reported: how many row errors the failure message lists.
+    :param progress_interval: seconds between progress log lines.
+    :param spill_dir: directory for the temporary spill file (default: the system temp dir).
+    :param max_batch_count: records per request, at most 1,000.
+    :param max_batch_bytes: request bodies stay strictly under this size, at most 512,000.
+    :param rerun: this is a retry or rerun (old timestamps then warrant a de-duplication warning).
+    :param clock: monotonic clock (seconds) for durations and progress.
+    :param now: the current UTC time (for the 35-day de-duplication window).
+    :param logger: a logger with ``info``/``warning`` (default: ``airflow_provider_m3ter.ingest``).
+    """
+
+    def __init__(
+        self,
+        client: Any,
+        *,
+        namespace: str,
+        on_invalid: OnInvalid = "fail",
+        dead_letter_path: Any = None,
+        max_in_flight: int = 1,
+        checkpoint: CheckpointStore | None = None,
+        max_errors_reported: int = 20,
+        progress_interval: float = 5.0,
+        spill_dir: str | None = None,
+        max_batch_count: int = MAX_BATCH_COUNT,
+        max_batch_bytes: int = MAX_BATCH_BYTES,
+        rerun: bool = False,
+        clock: Callable[[], float] = time.monotonic,
+        now: Callable[[], datetime] = lambda: datetime.now(timezone.utc),
+        logger: Any = None,
+    ) -> None:
+        if on_invalid not in ("fail", "skip"):
+            raise ValueError(f"on_invalid must be 'fail' or 'skip', got {on_invalid!r}")
+        if not isinstance(max_in_flight, int) or max_in_flight < 1:
+            raise ValueError(f"max_in_flight must be a positive integer, got {max_in_flight!r}")
+        self.client = client
+        self.namespace = namespace
+        self.on_invalid = on_invalid
+        self.dead_letter_path = dead_letter_path
+        self.max_in_flight = max_in_flight
+        self.checkpoint = checkpoint
+        self.max_errors_reported = max_errors_reported
+        self.progress_interval = progress_interval
+        self.spill_dir = spill_dir
+        self.builder_args = (max_batch_count, max_batch_bytes)
+        BatchBuilder(*self.builder_args)  # validates the limits now rather than mid-run
+        self.rerun = rerun
+        self._clock = clock
+        self._now = now
+        self.log = logger or log
+        self.errors: list[RowError] = []
+        self.summary = IngestSummary()
+
+    # -- public ---------------------------------------------------------------------------------
+
+    def run(self, rows: Iterable[tuple[int, int | None, Any]], source: str | None = None) -> IngestSummary:
+        """Prepare and send every row; return the summary.
+
+        :param rows: ``(row, line, measurement-or-RowError)`` in source order (see
+            :func:`number_rows` for plain measurement lists).
+        :param source: a name for the source in messages and dead letters.
+        :raises InvalidMeasurementsError: rows were invalid and ``on_invalid="fail"`` (nothing sent).
+        :raises M3terError: a request failed for good; the checkpoint keeps what was acknowledged.
+        """
+        started = self._clock()
+        stats_before = self._client_stats()
+        with tempfile.TemporaryDirectory(prefix="m3ter-ingest-", dir=self.spill_dir) as tmp:
+            spill = self._prepare(rows, Path(tmp) / "batches.spill", source)
+            if self.summary.invalid and self.on_invalid == "fail":
+                raise InvalidMeasurementsError(self.errors, self.summary.invalid, source)
+            self._warn_about_old_timestamps()
+            try:
+                self._send(spill)
+            finally:
+                stats_after = self._client_stats()
+                self.summary.retries = stats_after.get("retries", 0) - stats_before.get("retries", 0)
+                self.summary.throttled = stats_after.get("throttled", 0) - stats_before.get("throttled", 0)
+                self.summary.duration_seconds = round(self._clock() - started, 3)
+        if self.checkpoint is not None:
+            self.checkpoint.clear()
+        self.log.info("m3ter ingest finished: %s", json.dumps(self.summary.as_dict()))
+        return self.summary
+
+    def run_measurements(self, measurements: Iterable[Any], source: str | None = None) -> IngestSummary:
+        """:meth:`run` for plain measurement dicts (rows numbered from 1)."""
+        return self.run(number_rows(measurements), source)
+
+    # -- prepare --------------------------------------------------------------------------------
+
+    def _prepare(self, rows: Iterable[tuple[int, int | None, Any]], path: Path, source: str | None) -> _Spill:
+        summary = self.summary
+        builder = BatchBuilder(*self.builder_args)
+        max_record = builder.max_record_bytes
+        encode = UidDeriver(self.namespace).encode
+        validate = validate_measurement
+        fingerprint = hashlib.blake2b(digest_size=16)
+        fingerprint.update(json.dumps([_CHECKPOINT_VERSION, *self.builder_args]).encode())
+        spill = _Spill(path)
+        cutoff = cutoff_key(self._now() - DEDUP_WINDOW)
+        fail_fast = self.on_invalid == "fail"
+        dead_letters: IO[str] | None = None
+        lo: str | None = None
+        hi: str | None = None
+        read = valid = old = 0
+        offset = 0
+        next_report = self._clock() + self.progress_interval
+
+        def write(batch: list[bytes]) -> None:
+            nonlocal offset
+            segment = b"\n".join(batch)
+            out.write(segment)
+            fingerprint.update(segment)
+            fingerprint.update(b"\x1e")  # batch boundary
+            spill.batches.append((offset, len(segment), len(batch)))
+            spill.records += len(batch)
+            offset += len(segment)
+
+        with open(path, "wb", buffering=1 << 20) as out:
+            try:
+                for row, line, item in rows:
+                    read += 1
+                    if not read & 0xFFF and self._clock() >= next_report:
+                        next_report = self._clock() + self.progress_interval
+                        self.log.info("m3ter ingest: read %d rows, %d invalid so far", read, summary.invalid)
+                    if type(item) is dict:
+                        problems = validate(item)
+                        if not problems:
+                            if fail_fast and summary.invalid:
+                                valid += 1  # keep validating for the report; nothing will be sent
+                                continue
+                            record = encode(item)
+                            if len(record) > max_record:
+                                errors = [
+                                    RowError(
+                                        row,
+                                        "",
+                                        f"the measurement is {len(record)} bytes as JSON; a request body "
+                                        f"must stay under {self.builder_args[1]} bytes",
+                                        source,
+                                        line,
+                                    )
+                                ]
+                            else:
+                                valid += 1
+                                ts = item["ts"]
+                                key = ts[:-1] if ts[-1] == "Z" else timestamp_key(ts)
+                                if lo is None or key < lo:
+                                    lo = key
+                                if hi is None or key > hi:
+                                    hi = key
+                                if key < cutoff:
+                                    old += 1
+                                done = builder.add(record)
+                                if done is not None:
+                                    write(done)
+                                continue
+                        else:
+                            errors = [RowError(row, p.field, p.reason, source, line) for p in problems]
+                    elif isinstance(item, RowError):
+                        errors = [item]
+                    else:
+                        problems = validate(item)
+                        errors = [RowError(row, p.field, p.reason, source, line) for p in problems]
+                    summary.invalid += 1
+                    room = self.max_errors_reported - len(self.errors)
+                    if room > 0:
+                        self.errors.extend(errors[:room])
+                    if not fail_fast:
+                        if dead_letters is None:
+                            dead_letters = self._open_dead_letters()
+                        dead_letters.write(
+                            json.dumps(
+                                {
+                                    "row": row,
+                                    "line": line,
+                                    "source": source,
+                                    "errors": [{"field": e.field, "reason": e.reason} for e in errors],
+                                    "data": None if isinstance(item, RowError) else _dead_letter_json(item),
+                                }
+                            )
+                            + "\n"
+                        )
+            finally:
+                if dead_letters is not None:
+                    dead_letters.close()
+            if (last := builder.flush()) is not None and not (fail_fast and summary.invalid):
+                write(last)
+        summary.read, summary.valid, summary.older_than_dedup_window = read, valid, old
+        summary.total_batches = len(spill.batches)
+        summary.fingerprint = fingerprint.hexdigest()
+        summary.ts_min = utc_key_to_iso(lo) if lo is not None else None
+        summary.ts_max = utc_key_to_iso(hi) if hi is not None else None
+        self.log.info(
+            "m3ter ingest: read %d rows from %s: %d valid, %d invalid, %d batches prepared",
+            read,
+            source or "the source",
+            valid,
+            summary.invalid,
+            len(spill.batches),
+        )
+        return spill
+
+    def _open_dead_letters(self) -> IO[str]:
+        target = self.dead_letter_path
+        if target is None:
+            name = f"{self.namespace}-{os.getpid()}.jsonl"
+            target = Path(tempfile.gettempdir()) / "m3ter-dead-letters" / name
+        if isinstance(target, (str, os.PathLike)):
+            target = Path(target)
+            target.parent.mkdir(parents=True, exist_ok=True)
+        self.summary.dead_letter_path = str(target)
+        return target.open("w", encoding="utf-8")  # type: ignore[no-any-return]
+
+    def _warn_about_old_timestamps(self) -> None:
+        old = self.summary.older_than_dedup_window
+        if not old:
+            return
+        message = (
+            "m3ter ingest: %d measurements have a ts older than m3ter's 35-day de-duplication window; "
+            "m3ter may not recognise their uids, so measurements sent before would be counted again%s"
+        )
+        if self.rerun or self.summary.resumed_from:
+            self.log.warning(message, old, " (this is a retry or rerun)")
+        else:
+            self.log.info(message, old, "")
+
+    # -- send -----------------------------------------------------------------------------------
+
+    def _client_stats(self) -> dict[str, Any]:
+        stats = getattr(self.client, "stats", None)
+        snapshot = getattr(stats, "snapshot", None)
+        return snapshot() if callable(snapshot) else {}
+
+    def _resume_point(self, spill: _Spill) -> int:
+        if self.checkpoint is None:
+            return 0
+        state = self.checkpoint.load()
+        if not isinstance(state, dict):
+            return 0
+        done = state.get("batches")
+        if state.get("fingerprint") != self.summary.fingerprint or not isinstance(done, int):
+            self.log.info("m3ter ingest: ignoring a checkpoint of another source or batching; starting over")
+            return 0
+        if not 0 <= done <= len(spill.batches):
+            return 0
+        measurements = sum(count for _offset, _size, count in spill.batches[:done])
+        self.summary.resumed_from = {"batches": done, "measurements": measurements}
+        self.log.info(
+            "m3ter ingest: resuming after %d acknowledged batches (%d measurements)", done, measurements
+        )
+        return done
+
+    def _send(self, spill: _Spill) -> None:
+        summary = self.summary
+        total = len(spill.batches)
+        start = self._resume_point(spill)
+        if start >= total:
+            return
+        lock = threading.Lock()
+        reader = open(spill.path, "rb")  # noqa: SIM115 - shared by the worker threads, closed below
+
+        def read(offset: int, size: int) -> bytes:
+            if hasattr(os, "pread"):
+                return os.pread(reader.fileno(), size, offset)
+            with lock:  # pragma: no cover - platforms without pread
+                reader.seek(offset)
+                return reader.read(size)
+
+        def send_batch(index: int) -> tuple[int, int, int]:
+            offset, size, count = spill.batches[index]
+            return self._submit(read(offset, size), count, 0)
+
+        acked = start
+        finished: dict[int, int] = {}
+        first_error: BaseException | None = None
+        to_send = sum(count for _o, _s, count in spill.batches[start:])
+        sent_before = self.summary.sent
+        started = self._clock()
+        next_report = started + self.progress_interval
+        pending: dict[Future[tuple[int, int, int]], int] = {}
+        next_index = start
+        try:
+            with ThreadPoolExecutor(self.max_in_flight, thread_name_prefix="m3ter-ingest") as pool:
+                while pending or (next_index < total and first_error is None):
+                    while first_error is None and next_index < total and len(pending) < self.max_in_flight:
+                        pending[pool.submit(send_batch, next_index)] = next_index
+                        next_index += 1
+                    done, _ = wait(pending, timeout=self.progress_interval, return_when=FIRST_COMPLETED)
+                    for future in done:
+                        index = pending.pop(future)
+                        try:
+                            body_bytes, requests_made, splits = future.result()
+                        except BaseException as exc:
+                            first_error = first_error or exc
+                            continue
+                        summary.bytes += body_bytes
+                        summary.requests += requests_made
+                        summary.splits += splits
+                        summary.sent += spill.batches[index][2]
+                        summary.batches += 1
+                        finished[index] = spill.batches[index][2]
+                    advanced = False
+                    while acked in finished:
+                        finished.pop(acked)
+                        acked += 1
+                        advanced = True
+                    if advanced:
+                        self._save_checkpoint(spill, acked)
+                    if self._clock() >= next_report:
+                        next_report = self._clock() + self.progress_interval
+                        self._report(summary.sent - sent_before, to_send, started)
+        finally:
+            reader.close()
+        if first_error is not None:
+            raise first_error
+
+    def _save_checkpoint(self, spill: _Spill, acked: int) -> None:
+        if self.checkpoint is None:
+            return
+        self.checkpoint.save(
+            {
+                "version": _CHECKPOINT_VERSION,
+                "fingerprint": self.summary.fingerprint,
+                "batches": acked,
+                "measurements": sum(count for _o, _s, count in spill.batches[:acked]),
+                "total_batches": len(spill.batches),
+            }
+        )
+
+    def _report(self, sent: int, to_send: int, started: float) -> None:
+        elapsed = max(self._clock() - started, 1e-9)
+        rate = sent / elapsed
+        eta = f"{(to_send - sent) / rate:.0f} s" if rate > 0 else "unknown"
+        stats = self._client_stats()
+        self.log.info(
+            "m3ter ingest: sent %d of %d measurements (%.0f/s), retries %d, throttled %d, ETA %s",
+            sent,
+            to_send,
+            rate,
+            stats.get("retries", 0),
+            stats.get("throttled", 0),
+            eta,
+        )
+
+    def _submit(self, segment: bytes, count: int, splits_403: int) -> tuple[int, int, int]:
+        """Send one batch (records separated by ``\\n``); halve it on 413 or 403.
+
+        :return: ``(body bytes acknowledged, requests made, splits)``.
+        """
+        body = BODY_PREFIX + segment.replace(b"\n", b",") + BODY_SUFFIX
+        try:
+            self.client.submit_measurements(body)
+            return len(body), 1, 0
+        except M3terPayloadTooLargeError:
+            if count == 1:
+                raise
+            next_403 = splits_403
+        except M3terFinalError as exc:
+            # m3ter answers an over-size ingest body with 403; a 403 that halving does not cure is final.
+            if exc.status != 403 or count == 1 or splits_403 >= MAX_403_SPLITS:
+                raise
+            next_403 = splits_403 + 1
+        records = segment.split(b"\n")
+        half = len(records) // 2
+        self.log.warning("m3ter ingest: m3ter refused a batch of %d as too large; sending halves", count)
+        first = self._submit(b"\n".join(records[:half]), half, next_403)
+        second = self._submit(b"\n".join(records[half:]), len(records) - half, next_403)
+        return first[0] + second[0], first[1] + second[1] + 1, first[2] + second[2] + 1

@@ -1,0 +1,439 @@
+"""Measurements: validation, deterministic uids, one-time serialization and byte-aware batches.
+
+Plain Python, no Airflow. The rules follow m3ter's Ingest API (``POST /measurements``):
+
+* ``meter``, ``account`` and ``ts`` are required; ``uid`` and ``ets`` are optional.
+* ``meter`` and ``account`` are codes: 1-80 characters, no control characters, no leading or
+  trailing whitespace.
+* ``uid`` is a string of 1-50 characters; m3ter de-duplicates on it for 35 days.
+* ``ts`` and ``ets`` are ISO-8601 date-times with a UTC offset, like ``2024-05-01T12:00:00Z``.
+* ``who``, ``where``, ``what``, ``other`` and ``metadata`` map data-field codes to strings
+  (``metadata`` values at most 256 characters); ``measure``, ``cost`` and ``income`` map codes to
+  finite numbers (no NaN, no Infinity, no booleans).
+* A request carries 1 to 1,000 measurements and its JSON body stays under 512,000 bytes.
+
+Every record is serialized once: the bytes hashed for its uid are the bytes sent.
+"""
+
+from __future__ import annotations
+
+import calendar
+import hashlib
+import json
+import math
+import re
+import unicodedata
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
+from typing import Any, NamedTuple
+
+__all__ = [
+    "BODY_OVERHEAD",
+    "BODY_PREFIX",
+    "BODY_SUFFIX",
+    "DEDUP_WINDOW",
+    "MAX_BATCH_BYTES",
+    "MAX_BATCH_COUNT",
+    "MAX_CODE_LENGTH",
+    "MAX_METADATA_VALUE_LENGTH",
+    "MAX_UID_LENGTH",
+    "NUMERIC_CATEGORIES",
+    "STRING_CATEGORIES",
+    "TOP_LEVEL_FIELDS",
+    "BatchBuilder",
+    "FieldProblem",
+    "RowError",
+    "UidDeriver",
+    "body_size",
+    "build_body",
+    "cutoff_key",
+    "derive_uid",
+    "encode",
+    "split_batches",
+    "timestamp_key",
+    "utc_key_to_iso",
+    "validate_measurement",
+]
+
+MAX_BATCH_COUNT = 1000
+MAX_BATCH_BYTES = 512_000
+MAX_UID_LENGTH = 50
+MAX_CODE_LENGTH = 80
+MAX_METADATA_VALUE_LENGTH = 256
+#: m3ter ingests a measurement with an already-seen uid only once within this window.
+DEDUP_WINDOW = timedelta(days=35)
+
+STRING_CATEGORIES = frozenset({"who", "where", "what", "other", "metadata"})
+NUMERIC_CATEGORIES = frozenset({"measure", "cost", "income"})
+TOP_LEVEL_FIELDS = (
+    frozenset({"uid", "meter", "account", "ts", "ets"}) | STRING_CATEGORIES | NUMERIC_CATEGORIES
+)
+_ORDERED_FIELDS = ("uid", "meter", "account", "ts", "ets", *sorted(STRING_CATEGORIES | NUMERIC_CATEGORIES))
+
+BODY_PREFIX = b'{"measurements":['
+BODY_SUFFIX = b"]}"
+#: Bytes a request body adds around its records (the records are joined by one comma each).
+BODY_OVERHEAD = len(BODY_PREFIX) + len(BODY_SUFFIX)
+
+
+class FieldProblem(NamedTuple):
+    """One reason a measurement is invalid.
+
+    :param field: the offending field, dotted for category entries (``measure.requests``); empty
+        when the problem concerns the whole row.
+    :param reason: what is wrong, in words a user can act on.
+    """
+
+    field: str
+    reason: str
+
+
+@dataclass(frozen=True)
+class RowError:
+    """A rejected source row: where it was, which field, and why.
+
+    :param row: 1-based row number in the source (data rows; a CSV header is not a row).
+    :param field: the offending field (``meter``, ``measure.requests``, ...) or ``""`` for the row.
+    :param reason: what is wrong.
+    :param source: a name for the source (file path, ``sql``, ``inline``), if known.
+    :param line: 1-based line in the file where the row starts (JSON Lines, CSV), if known.
+    """
+
+    row: int
+    field: str
+    reason: str
+    source: str | None = None
+    line: int | None = None
+
+    def __str__(self) -> str:
+        where = f"row {self.row}"
+        if self.source and self.line is not None:
+            where += f" ({self.source}, line {self.line})"
+        elif self.source:
+            where += f" ({self.source})"
+        elif self.line is not None:
+            where += f" (line {self.line})"
+        return f"{where}, field {self.field!r}: {self.reason}" if self.field else f"{where}: {self.reason}"
+
+    def as_dict(self) -> dict[str, Any]:
+        """The error as a JSON-ready dict (for dead letters and summaries)."""
+        return {"row": self.row, "line": self.line, "field": self.field, "reason": self.reason}
+
+
+# --- codes, keys, timestamps -------------------------------------------------------------------
+
+# Codes repeat across rows (a handful of meters and accounts), so remember the ones already checked.
+_checked_codes: set[str] = set()
+_checked_field_codes: set[str] = set()
+_CACHE_LIMIT = 200_000
+_FIELD_CODE_EXTRA = frozenset("_$0123456789")
+
+
+def _code_problem(value: Any, what: str) -> str | None:
+    """Why ``value`` is not a valid meter/account code, or None when it is."""
+    if not isinstance(value, str):
+        return f"{what} must be a string, got {_type_name(value)}"
+    if value in _checked_codes:
+        return None
+    if not value:
+        return f"{what} must not be empty"
+    if len(value) > MAX_CODE_LENGTH:
+        return f"{what} is {len(value)} characters; at most {MAX_CODE_LENGTH} allowed"
+    # isprintable() is a fast, sufficient pre-check; only unusual strings take the slow path.
+    if not (value.isprintable() and value[0] != " " and value[-1] != " "):
+        for position, char in enumerate(value):
+            if unicodedata.category(char) == "Cc":
+                return f"{what} contains a control character ({char!r} at position {position + 1})"
+        if value[0].isspace() or value[-1].isspace():
+            return f"{what} must not start or end with whitespace"
+    if len(_checked_codes) >= _CACHE_LIMIT:
+        _checked_codes.clear()
+    _checked_codes.add(value)
+    return None
+
+
+def _field_code_problem(key: Any) -> str | None:
+    """Why ``key`` is not a valid m3ter data-field code, or None when it is."""
+    if key in _checked_field_codes:
+        return None
+    if not isinstance(key, str) or not key:
+        return "data-field codes must be non-empty strings"
+    if len(key) > MAX_CODE_LENGTH:
+        return f"data-field code is {len(key)} characters; at most {MAX_CODE_LENGTH} allowed"
+    # m3ter's pattern is ^[\p{L}_$][\p{L}_$0-9]*$; ASCII identifiers are the common, fast case.
+    if not (key.isascii() and key.isidentifier()) and (
+        key[0].isdigit() or not all(char.isalpha() or char in _FIELD_CODE_EXTRA for char in key)
+    ):
+        return "not a valid data-field code (letters, digits, '_' and '$', not starting with a digit)"
+    if len(_checked_field_codes) >= _CACHE_LIMIT:
+        _checked_field_codes.clear()
+    _checked_field_codes.add(key)
+    return None
+
+
+_TIMESTAMP = re.compile(
+    r"(\d{4})-(0[1-9]|1[0-2])-(0[1-9]|[12]\d|3[01])T([01]\d|2[0-3]):([0-5]\d):([0-5]\d)(\.\d{1,9})?"
+    r"(Z|[+-](?:[01]\d|2[0-3]):[0-5]\d)"
+)
+_TIMESTAMP_HINT = "an ISO-8601 date-time with a UTC offset, like 2024-05-01T12:00:00Z"
+
+
+def _timestamp_problem(value: Any, what: str) -> str | None:
+    """Why ``value`` is not an ISO-8601 date-time with offset, or None when it is."""
+    if not isinstance(value, str):
+        return f"{what} must be {_TIMESTAMP_HINT}; got {_type_name(value)}"
+    match = _TIMESTAMP.fullmatch(value)
+    if match is None:
+        return f"{what} must be {_TIMESTAMP_HINT}; got {value[:40]!r}"
+    day = int(match.group(3))
+    if day > 28:
+        year, month = int(match.group(1)), int(match.group(2))
+        if day > calendar.monthrange(year, month)[1]:
+            return f"{what} {value!r} is not a calendar date"
+    return None
+
+
+def timestamp_key(ts: str) -> str:
+    """A string that sorts like the instant of a valid ``ts``: UTC ``YYYY-MM-DDTHH:MM:SS[.f]``.
+
+    The common ``...Z`` form costs one slice; other offsets are converted to UTC.
+    """
+    if ts[-1] == "Z":
+        return ts[:-1]
+    match = _TIMESTAMP.fullmatch(ts)
+    if match is None:
+        raise ValueError(f"not a valid timestamp: {ts!r}")
+    fraction = match.group(7) or ""
+    offset = match.group(8)
+    sign = 1 if offset[0] == "+" else -1
+    shift = timedelta(hours=int(offset[1:3]), minutes=int(offset[4:6])) * sign
+    year, month, day, hour, minute, second = (int(match.group(i)) for i in range(1, 7))
+    base = datetime(year, month, day, hour, minute, second)  # naive, read as UTC below
+    return (base - shift).strftime("%Y-%m-%dT%H:%M:%S") + fraction
+
+
+def utc_key_to_iso(key: str) -> str:
+    """Turn a :func:`timestamp_key` back into an ISO-8601 UTC timestamp (``...Z``)."""
+    return key + "Z"
+
+
+def cutoff_key(moment: datetime) -> str:
+    """The :func:`timestamp_key` of an aware ``datetime`` (for comparisons against measurement keys)."""
+    return moment.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S")
+
+
+def _type_name(value: Any) -> str:
+    return "null" if value is None else type(value).__name__
+
+
+# --- validation ---------------------------------------------------------------------------------
+
+
+def _string_map_problems(category: str, value: Any, out: list[FieldProblem]) -> None:
+    if not isinstance(value, dict):
+        out.append(FieldProblem(category, f"must be an object of strings, got {_type_name(value)}"))
+        return
+    limit = MAX_METADATA_VALUE_LENGTH if category == "metadata" else None
+    for key, item in value.items():
+        if key not in _checked_field_codes and (reason := _field_code_problem(key)):
+            out.append(FieldProblem(f"{category}.{key}", reason))
+        if type(item) is not str:
+            out.append(FieldProblem(f"{category}.{key}", f"must be a string, got {_type_name(item)}"))
+        elif limit is not None and len(item) > limit:
+            out.append(
+                FieldProblem(f"{category}.{key}", f"is {len(item)} characters; at most {limit} allowed")
+            )
+
+
+def _number_map_problems(category: str, value: Any, out: list[FieldProblem]) -> None:
+    if not isinstance(value, dict):
+        out.append(FieldProblem(category, f"must be an object of numbers, got {_type_name(value)}"))
+        return
+    for key, item in value.items():
+        if key not in _checked_field_codes and (reason := _field_code_problem(key)):
+            out.append(FieldProblem(f"{category}.{key}", reason))
+        kind = type(item)
+        if kind is float:
+            if not math.isfinite(item):
+                out.append(FieldProblem(f"{category}.{key}", f"must be a finite number, got {item!r}"))
+        elif kind is not int:
+            out.append(FieldProblem(f"{category}.{key}", f"must be a number, got {_type_name(item)}"))
+
+
+def validate_measurement(m: Any) -> list[FieldProblem]:
+    """Check one measurement against m3ter's ingest rules (see the module docstring).
+
+    :param m: the measurement, as a dict of JSON values.
+    :return: every problem found (empty when the measurement is valid).
+    """
+    if type(m) is not dict:
+        return [FieldProblem("", f"a measurement must be an object, got {_type_name(m)}")]
+    problems: list[FieldProblem] = []
+    if not m.keys() <= TOP_LEVEL_FIELDS:
+        for key in sorted(map(str, m.keys() - TOP_LEVEL_FIELDS)):
+            problems.append(FieldProblem(key, "unknown field; allowed: " + ", ".join(_ORDERED_FIELDS)))
+    for required in ("meter", "account", "ts"):
+        if required not in m:
+            problems.append(FieldProblem(required, "is required"))
+    for key, value in m.items():
+        if key == "meter" or key == "account":
+            if value not in _checked_codes and (reason := _code_problem(value, key)):
+                problems.append(FieldProblem(key, reason))
+        elif key == "ts" or key == "ets":
+            if reason := _timestamp_problem(value, key):
+                problems.append(FieldProblem(key, reason))
+        elif key == "uid":
+            if type(value) is not str:
+                problems.append(FieldProblem(key, f"must be a string, got {_type_name(value)}"))
+            elif not 0 < len(value) <= MAX_UID_LENGTH:
+                problems.append(FieldProblem(key, f"must be 1-{MAX_UID_LENGTH} characters, got {len(value)}"))
+            elif not value.isprintable():
+                problems.append(FieldProblem(key, "must not contain control characters"))
+        elif key in NUMERIC_CATEGORIES:
+            _number_map_problems(key, value, problems)
+        elif key in STRING_CATEGORIES:
+            _string_map_problems(key, value, problems)
+    return problems
+
+
+# --- uids and encoding --------------------------------------------------------------------------
+
+_dumps_canonical = json.JSONEncoder(
+    sort_keys=True, separators=(",", ":"), ensure_ascii=True, allow_nan=False
+).encode
+
+
+class UidDeriver:
+    """Derives deterministic uids and encodes each measurement exactly once.
+
+    The uid is a BLAKE2b hash of the namespace and the measurement's canonical JSON (sorted keys,
+    no whitespace, ``uid`` left out), so the same content gets the same uid on every retry and
+    rerun, and different namespaces never collide. The bytes hashed are the bytes sent: the uid is
+    spliced into the canonical JSON instead of serializing twice.
+
+    :param namespace: separates loads that might carry identical rows (default in the operator:
+        ``<dag_id>.<task_id>``).
+    """
+
+    #: 20-byte digest -> 40 hex characters, within m3ter's 50-character uid limit.
+    DIGEST_SIZE = 20
+
+    def __init__(self, namespace: str) -> None:
+        self.namespace = namespace
+        self._base = hashlib.blake2b(digest_size=self.DIGEST_SIZE)
+        self._base.update(namespace.encode("utf-8") + b"\x00")
+
+    def uid(self, m: dict[str, Any]) -> str:
+        """The uid this deriver gives ``m`` (any ``uid`` already in ``m`` is ignored)."""
+        if "uid" in m:
+            m = {key: value for key, value in m.items() if key != "uid"}
+        hasher = self._base.copy()
+        hasher.update(_dumps_canonical(m).encode("ascii"))
+        return hasher.hexdigest()
+
+    def encode(self, m: dict[str, Any]) -> bytes:
+        """Serialize a valid measurement once, adding a derived ``uid`` when it has none.
+
+        :param m: a measurement that passed :func:`validate_measurement`.
+        :return: compact JSON bytes with a ``uid``.
+        """
+        if "uid" in m:
+            return _dumps_canonical(m).encode("ascii")
+        canonical = _dumps_canonical(m).encode("ascii")
+        hasher = self._base.copy()
+        hasher.update(canonical)
+        if len(canonical) <= 2:  # an empty object has nothing after its brace to splice into
+            return b'{"uid":"' + hasher.hexdigest().encode("ascii") + b'"}'
+        return b'{"uid":"' + hasher.hexdigest().encode("ascii") + b'",' + canonical[1:]
+
+
+def derive_uid(namespace: str, m: dict[str, Any]) -> str:
+    """The deterministic uid of measurement ``m`` in ``namespace`` (40 hex characters).
+
+    :param namespace: a caller-chosen string that scopes the uids (e.g. ``dag_id.task_id``).
+    :param m: the measurement; an existing ``uid`` key is ignored for hashing.
+    """
+    return UidDeriver(namespace).uid(m)
+
+
+def encode(m: dict[str, Any]) -> bytes:
+    """Compact JSON bytes of one measurement, as sent (keys sorted, ASCII, no whitespace)."""
+    return _dumps_canonical(m).encode("ascii")
+
+
+# --- batches ------------------------------------------------------------------------------------
+
+
+def body_size(record_bytes: int, count: int) -> int:
+    """Size of ``{"measurements":[...]}`` holding ``count`` records of ``record_bytes`` in total."""
+    return BODY_OVERHEAD + record_bytes + max(count - 1, 0)
+
+
+def build_body(records: list[bytes]) -> bytes:
+    """Join pre-encoded records into one request body without re-encoding them."""
+    return BODY_PREFIX + b",".join(records) + BODY_SUFFIX
+
+
+class BatchBuilder:
+    """Cuts a stream of encoded records into batches by count and by bytes.
+
+    Boundaries depend only on the records and the limits, so the same source always yields the same
+    batches (which makes a checkpoint's batch count meaningful on resume).
+
+    :param max_count: most records per batch (m3ter: 1,000).
+    :param max_bytes: a batch's whole request body stays strictly under this many bytes.
+    """
+
+    def __init__(self, max_count: int = MAX_BATCH_COUNT, max_bytes: int = MAX_BATCH_BYTES) -> None:
+        if not 1 <= max_count <= MAX_BATCH_COUNT:
+            raise ValueError(f"max_count must be 1-{MAX_BATCH_COUNT}, got {max_count}")
+        if not BODY_OVERHEAD + 2 < max_bytes <= MAX_BATCH_BYTES:
+            raise ValueError(f"max_bytes must be {BODY_OVERHEAD + 3}-{MAX_BATCH_BYTES}, got {max_bytes}")
+        self.max_count = max_count
+        self.max_bytes = max_bytes
+        #: The largest single record that fits in a request on its own.
+        self.max_record_bytes = max_bytes - BODY_OVERHEAD - 1
+        self._records: list[bytes] = []
+        # Body size so far if the batch were sent now, minus the suffix/prefix constant.
+        self._size = 0
+
+    def fits_alone(self, record: bytes) -> bool:
+        """Whether ``record`` can be sent at all (its one-record body is under the byte limit)."""
+        return len(record) <= self.max_record_bytes
+
+    def add(self, record: bytes) -> list[bytes] | None:
+        """Add one record; return the finished previous batch when this record starts a new one.
+
+        :param record: encoded record; must satisfy :meth:`fits_alone`.
+        """
+        records = self._records
+        added = len(record) + (1 if records else 0)
+        if records and (
+            len(records) >= self.max_count or BODY_OVERHEAD + self._size + added >= self.max_bytes
+        ):
+            self._records = [record]
+            self._size = len(record)
+            return records
+        records.append(record)
+        self._size += added
+        return None
+
+    def flush(self) -> list[bytes] | None:
+        """Return the last, partial batch (or None when empty) and start afresh."""
+        records, self._records, self._size = self._records, [], 0
+        return records or None
+
+
+def split_batches(
+    records: list[bytes], max_count: int = MAX_BATCH_COUNT, max_bytes: int = MAX_BATCH_BYTES
+) -> Iterator[list[bytes]]:
+    """Cut a list of encoded records into batches (a convenience over :class:`BatchBuilder`)."""
+    builder = BatchBuilder(max_count, max_bytes)
+    for record in records:
+        if not builder.fits_alone(record):
+            raise ValueError(f"a record of {len(record)} bytes cannot be sent in a request under {max_bytes}")
+        if (done := builder.add(record)) is not None:
+            yield done
+    if (last := builder.flush()) is not None:
+        yield last

@@ -1,0 +1,379 @@
+"""The retry rules, as tenacity data: what is retried, how long to wait, when to stop.
+
+| outcome | rule |
+|---|---|
+| 5XX, connection error, timeout | retry; wait uniform(0, min(max_wait, 0.5 * 2**n)) (full jitter) |
+| 429 | retry; wait min(max_wait, max(3**n, Retry-After)): 1 s, 3 s, 9 s ... |
+| 403 on an authenticated call | once per call: drop the token, fetch a new one, retry at once |
+| 413 | never retried here (``M3terPayloadTooLargeError``; the caller shrinks the request) |
+| other 4XX | never retried |
+
+``n`` counts earlier outcomes of the same kind in the call. Retrying stops after ``max_attempts``
+sends (the token retry is extra) or when the next wait would pass the call's deadline.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import timezone
+from email.utils import parsedate_to_datetime
+from typing import Any
+
+import requests
+from tenacity import RetryCallState, Retrying, retry_base, retry_if_exception_type
+from tenacity.stop import stop_base
+from tenacity.wait import wait_base
+
+from airflow_provider_m3ter.client.errors import M3terPayloadTooLargeError, reason_phrase
+
+__all__ = [
+    "NETWORK_ERRORS",
+    "CallState",
+    "ClientStats",
+    "PageSize",
+    "backoff_limit",
+    "build_page_shrinking",
+    "build_retrying",
+    "parse_retry_after",
+    "throttle_wait",
+]
+
+log = logging.getLogger("airflow_provider_m3ter.client")
+
+# Failures where no (complete) response arrived; all are worth another attempt.
+NETWORK_ERRORS: tuple[type[BaseException], ...] = (
+    requests.ConnectionError,
+    requests.Timeout,
+    requests.exceptions.ChunkedEncodingError,
+)
+
+
+@dataclass
+class ClientStats:
+    """Counters of one client's traffic (thread-safe; read them or call :meth:`snapshot`).
+
+    :param requests: logical calls made by callers (one per ``request()``).
+    :param attempts: HTTP requests sent, token requests and retries included.
+    :param retries: attempts that were a retry of an earlier one.
+    :param throttled: 429 responses seen.
+    :param token_fetches: new access tokens obtained.
+    :param waits: every retry wait, in seconds, in order.
+    :param paced: total seconds spent waiting for the client's own rate limiter.
+    """
+
+    requests: int = 0
+    attempts: int = 0
+    retries: int = 0
+    throttled: int = 0
+    token_fetches: int = 0
+    waits: list[float] = field(default_factory=list)
+    paced: float = 0.0
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
+
+    def add(self, **deltas: float) -> None:
+        """Add to counters by name, e.g. ``add(attempts=1)``."""
+        with self._lock:
+            for name, delta in deltas.items():
+                setattr(self, name, getattr(self, name) + delta)
+
+    def add_wait(self, seconds: float) -> None:
+        """Record one retry wait."""
+        with self._lock:
+            self.waits.append(seconds)
+            self.retries += 1
+
+    def snapshot(self) -> dict[str, Any]:
+        """A consistent copy of all counters as a plain dict."""
+        with self._lock:
+            return {
+                "requests": self.requests,
+                "attempts": self.attempts,
+                "retries": self.retries,
+                "throttled": self.throttled,
+                "token_fetches": self.token_fetches,
+                "waits": list(self.waits),
+                "paced": self.paced,
+            }
+
+
+def parse_retry_after(
+    value: str | None, *, date_header: str | None = None, now: Callable[[], float] = time.time
+) -> float | None:
+    """Seconds to wait according to a ``Retry-After`` header, or ``None`` if absent or unreadable.
+
+    :param value: the header: delta-seconds (``"2"``) or an HTTP-date.
+    :param date_header: the response's ``Date``; an HTTP-date is measured from it when present,
+        which makes the result immune to a skewed local clock.
+    :param now: wall clock (epoch seconds) used when there is no usable ``Date``.
+    """
+    if value is None or not value.strip():
+        return None
+    text = value.strip()
+    try:
+        seconds = float(text)
+    except ValueError:
+        pass
+    else:
+        return seconds if seconds >= 0 and seconds == seconds and seconds != float("inf") else None
+    when = _http_date(text)
+    if when is None:
+        return None
+    reference = _http_date(date_header) if date_header else None
+    return max(0.0, when - (reference if reference is not None else now()))
+
+
+def _http_date(text: str) -> float | None:
+    """Epoch seconds of an HTTP-date (GMT assumed when no zone is given), or None."""
+    try:
+        parsed = parsedate_to_datetime(text)
+    except (TypeError, ValueError, IndexError):
+        return None
+    if parsed.tzinfo is None:
+        return parsed.replace(tzinfo=timezone.utc).timestamp()
+    return parsed.timestamp()
+
+
+def throttle_wait(n: int, retry_after: float | None, max_wait: float) -> float:
+    """Wait before retrying the ``n``-th 429 of a call (0-based): 1, 3, 9 ... s, at least ``Retry-After``.
+
+    :param n: how many 429s the call saw before this one.
+    :param retry_after: the server's ``Retry-After`` in seconds, if any.
+    :param max_wait: upper bound of the wait.
+    """
+    return min(max_wait, max(3.0 ** min(n, 40), retry_after or 0.0))
+
+
+def backoff_limit(n: int, max_wait: float) -> float:
+    """Upper bound of the full-jitter wait after the ``n``-th (0-based) 5XX or network failure.
+
+    :param n: how many such failures the call saw before this one.
+    :param max_wait: upper bound of the wait.
+    """
+    return min(max_wait, 0.5 * 2.0 ** min(n, 60))
+
+
+@dataclass
+class CallState:
+    """What one logical call has seen so far; the retry rules read and update it.
+
+    :param method: HTTP method, for logs and errors.
+    :param path: URL path, for logs and errors.
+    :param deadline_at: clock time after which no further wait may end.
+    :param max_attempts: sends allowed for transient failures.
+    :param authenticated: the call carries a bearer token (so a 403 may mean it expired).
+    :param refresh_on_403: whether a 403 may trigger the one token refresh.
+    """
+
+    method: str
+    path: str
+    deadline_at: float
+    max_attempts: int
+    authenticated: bool = True
+    refresh_on_403: bool = True
+    attempts: int = 0
+    throttled: int = 0
+    failures: int = 0
+    token_refreshed: bool = False
+    token: str | None = field(default=None, repr=False)
+    stop_reason: str | None = None
+    retry_after: float | None = None
+
+    def token_may_refresh(self) -> bool:
+        """Whether a 403 now should cause the call's one token refresh and retry."""
+        return self.authenticated and self.refresh_on_403
+
+
+def _kind(rs: RetryCallState, call: CallState) -> str:
+    """Classify an attempt's outcome: ok, network, server, throttled, token or final."""
+    outcome = rs.outcome
+    assert outcome is not None
+    if outcome.failed:
+        return "network" if isinstance(outcome.exception(), NETWORK_ERRORS) else "final"
+    status = outcome.result().status_code
+    if status == 429:
+        return "throttled"
+    if status >= 500:
+        return "server"
+    if status == 403 and call.token_may_refresh():
+        return "token"
+    return "ok" if status < 400 else "final"
+
+
+class retry_if_m3ter_transient(retry_base):  # tenacity's naming style
+    """Retry 5XX, 429, network failures, and the one 403 token refresh of a call."""
+
+    def __init__(self, call: CallState) -> None:
+        self.call = call
+
+    def __call__(self, retry_state: RetryCallState) -> bool:
+        return _kind(retry_state, self.call) in ("network", "server", "throttled", "token")
+
+
+class wait_m3ter(wait_base):  # tenacity's naming style
+    """Wait per the table in this module's docstring (429 schedule, full-jitter back-off, 0 for a token)."""
+
+    def __init__(self, call: CallState, max_wait: float, rng: random.Random) -> None:
+        self.call = call
+        self.max_wait = max_wait
+        self.rng = rng
+
+    def __call__(self, retry_state: RetryCallState) -> float:
+        kind = _kind(retry_state, self.call)
+        if kind == "token":
+            return 0.0
+        if kind == "throttled":
+            return throttle_wait(self.call.throttled - 1, self.call.retry_after, self.max_wait)
+        return self.rng.uniform(0.0, backoff_limit(self.call.failures - 1, self.max_wait))
+
+
+class stop_m3ter(stop_base):  # tenacity's naming style
+    """Stop after ``max_attempts`` transient sends, or when the next wait would pass the deadline."""
+
+    def __init__(self, call: CallState, clock: Callable[[], float], deadline: float) -> None:
+        self.call = call
+        self.clock = clock
+        self.deadline = deadline
+
+    def __call__(self, retry_state: RetryCallState) -> bool:
+        if _kind(retry_state, self.call) == "token":
+            return False  # the one token refresh is always allowed
+        sends = self.call.attempts - (1 if self.call.token_refreshed else 0)
+        if sends >= self.call.max_attempts:
+            self.call.stop_reason = f"gave up after {self.call.max_attempts} attempts"
+            return True
+        wait = retry_state.upcoming_sleep
+        if self.clock() + wait > self.call.deadline_at:
+            self.call.stop_reason = (
+                f"gave up: a further {wait:.1f} s wait would pass the {self.deadline:g} s deadline"
+            )
+            return True
+        return False
+
+
+def _describe(rs: RetryCallState) -> str:
+    """The outcome in words for a log line (status and reason, or the exception type)."""
+    outcome = rs.outcome
+    assert outcome is not None
+    if outcome.failed:
+        exc = outcome.exception()
+        return f"{type(exc).__name__}"
+    status = outcome.result().status_code
+    return f"{status} {reason_phrase(status)}".strip()
+
+
+def build_retrying(
+    call: CallState,
+    *,
+    max_wait: float,
+    deadline: float,
+    sleep: Callable[[float], None],
+    clock: Callable[[], float],
+    rng: random.Random,
+    stats: ClientStats,
+    on_token_rejected: Callable[[str], object],
+) -> Retrying:
+    """A tenacity ``Retrying`` for one call: the rules above, with logging and counting.
+
+    When retrying stops, the last outcome is returned (a response) or re-raised (a network error),
+    so the caller turns it into the right :class:`~airflow_provider_m3ter.client.M3terError`.
+
+    :param call: the call's state, shared with the function being retried.
+    :param max_wait: cap of one wait.
+    :param deadline: the call's total budget, for messages.
+    :param sleep: how to wait.
+    :param clock: monotonic clock.
+    :param rng: random source for the jitter.
+    :param stats: counters to update.
+    :param on_token_rejected: called with the rejected token before the refresh retry.
+    """
+
+    def before_sleep(rs: RetryCallState) -> None:
+        wait = rs.upcoming_sleep
+        if _kind(rs, call) == "token":
+            call.token_refreshed = True
+            if call.token is not None:
+                on_token_rejected(call.token)
+            stats.add(retries=1)
+            log.warning(
+                "m3ter returned 403 for %s %s (attempt %d/%d); the token may have expired: "
+                "fetching a new token and retrying once",
+                call.method,
+                call.path,
+                rs.attempt_number,
+                call.max_attempts,
+            )
+            return
+        stats.add_wait(wait)
+        log.warning(
+            "m3ter %s for %s %s (attempt %d/%d); retrying in %.2f s",
+            _describe(rs),
+            call.method,
+            call.path,
+            call.attempts - (1 if call.token_refreshed else 0),
+            call.max_attempts,
+            wait,
+        )
+
+    def give_up(rs: RetryCallState) -> Any:
+        log.warning(
+            "m3ter %s for %s %s: %s", _describe(rs), call.method, call.path, call.stop_reason or "not retried"
+        )
+        assert rs.outcome is not None
+        return rs.outcome.result()
+
+    return Retrying(
+        retry=retry_if_m3ter_transient(call),
+        wait=wait_m3ter(call, max_wait, rng),
+        stop=stop_m3ter(call, clock, deadline),
+        sleep=lambda seconds: sleep(seconds) if seconds > 0 else None,
+        before_sleep=before_sleep,
+        retry_error_callback=give_up,
+    )
+
+
+@dataclass
+class PageSize:
+    """The ``pageSize`` a paginated listing asks for; shrinks on 413 and stays small afterwards.
+
+    :param value: items per page.
+    """
+
+    value: int
+
+
+class stop_at_page_size_one(stop_base):  # tenacity's naming style
+    """Stop shrinking once a page holds a single item: a smaller request does not exist."""
+
+    def __init__(self, size: PageSize) -> None:
+        self.size = size
+
+    def __call__(self, retry_state: RetryCallState) -> bool:
+        return self.size.value <= 1
+
+
+def build_page_shrinking(size: PageSize, path: str) -> Retrying:
+    """A tenacity ``Retrying`` that refetches a page with half the ``pageSize`` after each 413.
+
+    The last :class:`~airflow_provider_m3ter.client.M3terPayloadTooLargeError` is re-raised when
+    even one item per page is too large.
+
+    :param size: the page size, halved in place (down to 1).
+    :param path: the listed path, for the log line.
+    """
+
+    def halve(rs: RetryCallState) -> None:
+        size.value = max(1, size.value // 2)
+        log.warning("m3ter returned 413 for a page of %s; asking for %d items per page", path, size.value)
+
+    return Retrying(
+        retry=retry_if_exception_type(M3terPayloadTooLargeError),
+        stop=stop_at_page_size_one(size),
+        before_sleep=halve,
+        sleep=lambda _seconds: None,
+        reraise=True,
+    )

@@ -1,0 +1,326 @@
+"""Transport: how one call to m3ter travels: URL, token, pacing, retries, and the answer parsed.
+
+One :class:`Transport` per client owns the HTTP session (pooled, no urllib3-level retries), the
+access token and one rate limiter per API, and applies the retry rules of ``retry.py`` to every
+send. Constructing it does no I/O.
+"""
+
+from __future__ import annotations
+
+import json as jsonlib
+import logging
+import random
+import threading
+import time
+from collections.abc import Callable, Mapping
+from typing import Any, Literal
+from urllib.parse import quote, urlsplit
+
+import requests
+from requests.adapters import HTTPAdapter
+
+from airflow_provider_m3ter import __version__
+from airflow_provider_m3ter.client.auth import BearerAuth, TokenProvider, read_token_response
+from airflow_provider_m3ter.client.errors import (
+    M3terPayloadTooLargeError,
+    M3terTransientError,
+    error_for_status,
+)
+from airflow_provider_m3ter.client.pacing import RateLimiter
+from airflow_provider_m3ter.client.retry import (
+    NETWORK_ERRORS,
+    CallState,
+    ClientStats,
+    build_retrying,
+    parse_retry_after,
+)
+from airflow_provider_m3ter.client.settings import ClientSettings
+
+__all__ = ["USER_AGENT", "Api", "Transport", "encode_json"]
+
+log = logging.getLogger("airflow_provider_m3ter.client")
+
+USER_AGENT = f"airflow-provider-m3ter/{__version__}"
+Api = Literal["config", "ingest"]
+
+
+def encode_json(value: Any) -> bytes:
+    """Compact UTF-8 JSON; NaN/Infinity are refused because JSON cannot carry them.
+
+    :param value: a JSON-serializable value.
+    """
+    return jsonlib.dumps(value, separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode("utf-8")
+
+
+def _error_message(response: requests.Response) -> str:
+    """m3ter's ``message`` from an error body, else a short excerpt of the body."""
+    try:
+        body = response.json()
+    except ValueError:
+        body = None
+    if isinstance(body, dict) and isinstance(body.get("message"), str):
+        return body["message"]
+    text = (response.text or "").strip()
+    return text[:300] + ("..." if len(text) > 300 else "")
+
+
+class Transport:
+    """Sends calls for one :class:`~airflow_provider_m3ter.client.M3terClient` (see its parameters)."""
+
+    def __init__(
+        self,
+        settings: ClientSettings,
+        *,
+        session: requests.Session | None,
+        sleep: Callable[[float], None],
+        clock: Callable[[], float],
+        on_secret: Callable[[str], None] | None,
+        rng: random.Random | None,
+    ) -> None:
+        self.settings = settings
+        self.stats = ClientStats()
+        self._sleep = sleep
+        self._clock = clock
+        self._rng = rng or random.Random()  # jitter, not cryptography
+        self._session = session
+        self._owns_session = session is None
+        self._session_lock = threading.Lock()
+        self._tokens = TokenProvider(
+            self._fetch_token, clock=clock, refresh_margin=settings.token_refresh_margin, on_secret=on_secret
+        )
+        self.limiters: dict[str, RateLimiter | None] = {
+            api: RateLimiter.from_limits(
+                getattr(settings, f"{api}_requests_per_second"),
+                getattr(settings, f"{api}_requests_per_window"),
+                settings.window_seconds,
+                clock=clock,
+                sleep=sleep,
+            )
+            for api in ("config", "ingest")
+        }
+
+    def close(self) -> None:
+        """Close the connection pool if it was created here."""
+        with self._session_lock:
+            if self._session is not None and self._owns_session:
+                self._session.close()
+                self._session = None
+
+    @property
+    def session(self) -> requests.Session:
+        """The HTTP session, created on first use."""
+        session = self._session
+        if session is not None:
+            return session
+        with self._session_lock:
+            if self._session is None:
+                session = requests.Session()
+                adapter = HTTPAdapter(
+                    pool_connections=self.settings.pool_size,
+                    pool_maxsize=self.settings.pool_size,
+                    max_retries=0,
+                )
+                session.mount("https://", adapter)
+                session.mount("http://", adapter)
+                session.verify = self.settings.verify_tls
+                self._session = session
+            return self._session
+
+    def url(self, path: str, api: Api = "config") -> str:
+        """The absolute URL of ``path``: relative to ``/organizations/{orgId}/`` unless it starts with ``/``.
+
+        :param path: e.g. ``meters/<id>`` or ``/oauth/token``.
+        :param api: ``"config"`` or ``"ingest"``: which base URL to use.
+        """
+        if api == "config":
+            base = self.settings.config_url
+        elif api == "ingest":
+            base = self.settings.ingest_url
+        else:
+            raise ValueError(f"api must be 'config' or 'ingest', got {api!r}")
+        if path.startswith("/"):
+            return base + path
+        return f"{base}/organizations/{quote(self.settings.org_id, safe='')}/{path}"
+
+    def call(
+        self,
+        method: str,
+        path: str,
+        *,
+        params: Mapping[str, Any] | None = None,
+        json: Any = None,
+        api: Api = "config",
+        data: bytes | Mapping[str, Any] | None = None,
+        headers: Mapping[str, str] | None = None,
+        refresh_on_403: bool = True,
+        oversize_403: bool = False,
+    ) -> Any:
+        """Send one logical call and return its parsed JSON (see ``M3terClient.request``).
+
+        :param refresh_on_403: whether a 403 may trigger the call's one token refresh.
+        :param oversize_403: a 403 means the body was too large (m3ter's ingest answer to that).
+        """
+        if json is not None and data is not None:
+            raise ValueError("request(): pass either json or data, not both")
+        method = method.upper()
+        url = self.url(path, api)
+        send_headers = dict(headers or {})
+        body = data
+        if json is not None:
+            body = encode_json(json)
+        if isinstance(body, bytes) and not any(k.lower() == "content-type" for k in send_headers):
+            send_headers["Content-Type"] = "application/json"
+        self.stats.add(requests=1)
+        call = self._new_call(method, url, refresh_on_403=refresh_on_403)
+        response = self._send(
+            call, api, method, url, params=params, data=body, headers=send_headers, authenticated=True
+        )
+        if oversize_403 and response.status_code == 403:
+            raise M3terPayloadTooLargeError(
+                403, method, call.path, _error_message(response), call.attempts, call.retry_after
+            )
+        return self._parse(call, response)
+
+    def _new_call(
+        self, method: str, url: str, *, authenticated: bool = True, refresh_on_403: bool = True
+    ) -> CallState:
+        return CallState(
+            method=method,
+            path=urlsplit(url).path,
+            deadline_at=self._clock() + self.settings.deadline,
+            max_attempts=self.settings.max_attempts,
+            authenticated=authenticated,
+            refresh_on_403=refresh_on_403,
+        )
+
+    def _send(
+        self,
+        call: CallState,
+        api: str,
+        method: str,
+        url: str,
+        *,
+        authenticated: bool,
+        **kwargs: Any,
+    ) -> requests.Response:
+        """Send with the retry rules; return the last response or raise for a lasting network failure."""
+        retrying = build_retrying(
+            call,
+            max_wait=self.settings.max_wait,
+            deadline=self.settings.deadline,
+            sleep=self._sleep,
+            clock=self._clock,
+            rng=self._rng,
+            stats=self.stats,
+            on_token_rejected=self._tokens.invalidate,
+        )
+        try:
+            return retrying(self._attempt, call, api, method, url, authenticated=authenticated, **kwargs)
+        except NETWORK_ERRORS as exc:
+            # Only the exception type: requests' texts repeat the URL and pool internals.
+            raise M3terTransientError(
+                None,
+                method,
+                call.path,
+                f"{type(exc).__name__} (no response)",
+                call.attempts,
+                note=call.stop_reason,
+            ) from exc
+
+    def _attempt(
+        self,
+        call: CallState,
+        api: str,
+        method: str,
+        url: str,
+        *,
+        authenticated: bool,
+        params: Mapping[str, Any] | None = None,
+        data: Any = None,
+        headers: Mapping[str, str] | None = None,
+        auth: requests.auth.AuthBase | None = None,
+    ) -> requests.Response:
+        """One HTTP send: token, pacing, then the request itself."""
+        if authenticated:
+            call.token = self._tokens.get()
+            auth = BearerAuth(call.token)
+        limiter = self.limiters[api]
+        if limiter is not None:
+            self.stats.add(paced=limiter.acquire())
+        call.attempts += 1
+        self.stats.add(attempts=1)
+        # Never let one attempt run far past the call's deadline (but give it at least a second).
+        timeout = min(self.settings.timeout, max(1.0, call.deadline_at - self._clock()))
+        started = time.perf_counter()
+        try:
+            response = self.session.request(
+                method,
+                url,
+                params=params,
+                data=data,
+                headers={"User-Agent": USER_AGENT, **(headers or {})},
+                auth=auth,
+                timeout=timeout,
+                allow_redirects=False,
+            )
+        except NETWORK_ERRORS as exc:
+            call.failures += 1
+            log.debug("%s %s attempt %d: %s", method, call.path, call.attempts, type(exc).__name__)
+            raise
+        status = response.status_code
+        if status == 429:
+            call.throttled += 1
+            self.stats.add(throttled=1)
+        elif status >= 500:
+            call.failures += 1
+        call.retry_after = parse_retry_after(
+            response.headers.get("Retry-After"), date_header=response.headers.get("Date")
+        )
+        log.debug(
+            "%s %s attempt %d -> %d (%.0f ms)",
+            method,
+            call.path,
+            call.attempts,
+            status,
+            (time.perf_counter() - started) * 1000,
+        )
+        return response
+
+    def _parse(self, call: CallState, response: requests.Response) -> Any:
+        """Parsed JSON of a 2XX response, else the matching error."""
+        status = response.status_code
+        if 200 <= status < 300:
+            if not response.content:
+                return None
+            try:
+                return response.json()
+            except ValueError:
+                raise M3terTransientError(
+                    status, call.method, call.path, "the response body is not JSON", call.attempts
+                ) from None
+        raise error_for_status(
+            status,
+            call.method,
+            call.path,
+            _error_message(response),
+            call.attempts,
+            call.retry_after,
+            note=call.stop_reason,
+        )
+
+    def _fetch_token(self) -> tuple[str, float]:
+        """``POST {config_url}/oauth/token`` with Basic auth; follows the transient retry rules."""
+        url = self.url("/oauth/token")
+        call = self._new_call("POST", url, authenticated=False)
+        response = self._send(
+            call,
+            "config",
+            "POST",
+            url,
+            authenticated=False,
+            data={"grant_type": "client_credentials"},
+            auth=requests.auth.HTTPBasicAuth(self.settings.access_key_id, self.settings.api_secret),
+        )
+        token, expires_in = read_token_response(self._parse(call, response), call.path)
+        self.stats.add(token_fetches=1)
+        return token, expires_in

@@ -1,0 +1,195 @@
+"""The admin API under ``/_emulator/`` (Config listener, no authentication, never faulted or limited)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from fastapi import APIRouter, Request
+from fastapi.responses import Response
+
+from airflow_provider_m3ter.emulator.errors import bad_request, not_found
+from airflow_provider_m3ter.emulator.faults import FaultPlan
+from airflow_provider_m3ter.emulator.jobs import FLOWS, parse_outcome
+from airflow_provider_m3ter.emulator.limits import RateLimits
+from airflow_provider_m3ter.emulator.web import json_response, state_of
+
+router = APIRouter(prefix="/_emulator")
+
+
+async def optional_json(request: Request) -> dict[str, Any]:
+    """The JSON object body, or ``{}`` when there is none.
+
+    :param request: the admin request.
+    """
+    raw = await request.body()
+    if not raw.strip():
+        return {}
+    try:
+        body = json.loads(raw)
+    except ValueError as exc:
+        raise bad_request(f"Request body is not valid JSON: {exc}") from None
+    if not isinstance(body, dict):
+        raise bad_request("Request body must be a JSON object")
+    return body
+
+
+@router.get("/health")
+async def health(request: Request) -> Response:
+    """Liveness check."""
+    return json_response({"status": "ok", "org_id": state_of(request).options.org_id})
+
+
+@router.get("/stats")
+async def stats(request: Request) -> Response:
+    """Counters: stored/received/duplicate measurements, requests by route and status, faults, 429s."""
+    state = state_of(request)
+    return json_response(state.stats.view(len(state.measurements)))
+
+
+@router.get("/measurements")
+async def measurements(request: Request) -> Response:
+    """Stored measurements in arrival order; optional ``offset``/``limit``, ``meter``, ``account``."""
+    state = state_of(request)
+    query = request.query_params
+    rows = state.measurements
+    meter, account = query.get("meter"), query.get("account")
+    if meter or account:
+        decoded = [json.loads(row) for row in rows]
+        rows = [
+            json.dumps(m, separators=(",", ":"), ensure_ascii=False)
+            for m in decoded
+            if (not meter or m["meter"] == meter) and (not account or m["account"] == account)
+        ]
+    offset = int(query.get("offset") or 0)
+    limit = query.get("limit")
+    rows = rows[offset : None if limit is None else offset + int(limit)]
+    body = '{"data":[' + ",".join(rows) + "]}"
+    return Response(body, media_type="application/json")
+
+
+@router.post("/reset")
+async def reset(request: Request) -> Response:
+    """Clear all state (start-up options kept; faults, limits and job mode back to start-up values)."""
+    body = await optional_json(request)
+    state_of(request).reset(keep_tokens=bool(body.get("keep_tokens")))
+    return json_response({"reset": True})
+
+
+@router.get("/faults")
+async def get_faults(request: Request) -> Response:
+    """The active fault plan."""
+    return json_response(state_of(request).faults.describe())
+
+
+@router.post("/faults")
+async def set_faults(request: Request) -> Response:
+    """Replace the fault plan (``{}`` clears it)."""
+    state = state_of(request)
+    state.faults = FaultPlan.from_body(await optional_json(request))
+    return json_response(state.faults.describe())
+
+
+@router.get("/limits")
+async def get_limits(request: Request) -> Response:
+    """The active rate limits."""
+    return json_response(state_of(request).limits.describe())
+
+
+@router.post("/limits")
+async def set_limits(request: Request) -> Response:
+    """Replace the rate limits (counters restart)."""
+    state = state_of(request)
+    state.limits = RateLimits.from_body(await optional_json(request), base=RateLimits())
+    return json_response(state.limits.describe())
+
+
+@router.post("/tokens/expire")
+async def expire_tokens(request: Request) -> Response:
+    """Make every issued token expired."""
+    return json_response({"expired": state_of(request).expire_tokens()})
+
+
+@router.post("/validate")
+async def validate_now(request: Request) -> Response:
+    """Run the asynchronous validation of every queued measurement now."""
+    return json_response({"validated": state_of(request).validate_pending(force=True)})
+
+
+@router.post("/jobs/outcome")
+async def job_outcome(request: Request) -> Response:
+    """Set how jobs of one kind created from now on end (``succeeded`` or ``failed``)."""
+    state = state_of(request)
+    body = await optional_json(request)
+    kind = body.get("kind")
+    if kind not in FLOWS:
+        raise bad_request(f"kind: must be one of {', '.join(FLOWS)}")
+    state.job_outcomes[kind] = parse_outcome(kind, body.get("outcome", "succeeded"))
+    return json_response(dict(state.job_outcomes))
+
+
+@router.post("/jobs/mode")
+async def job_mode(request: Request) -> Response:
+    """Switch job progression between ``time`` and ``manual`` (and set the step length)."""
+    state = state_of(request)
+    body = await optional_json(request)
+    mode = body.get("mode", state.job_mode)
+    if mode not in ("time", "manual"):
+        raise bad_request("mode: must be time or manual")
+    state.job_mode = mode
+    if body.get("step_seconds") is not None:
+        state.job_step_seconds = float(body["step_seconds"])
+    return json_response({"mode": state.job_mode, "step_seconds": state.job_step_seconds})
+
+
+@router.get("/jobs/{id}")
+async def job_detail(request: Request, id: str) -> Response:
+    """Any job with its kind, outcome and (for uploads) the row problems found."""
+    job = state_of(request).jobs.get(id)
+    if job is None:
+        raise not_found("Job", id)
+    return json_response({"kind": job.kind, "outcome": job.outcome, "errors": job.errors, **job.view()})
+
+
+@router.post("/jobs/{id}/advance")
+async def advance_job(request: Request, id: str) -> Response:
+    """Step a job one state, or to ``status``; ``outcome`` decides how it ends."""
+    state = state_of(request)
+    job = state.jobs.get(id)
+    if job is None:
+        raise not_found("Job", id)
+    body = await optional_json(request)
+    target = body.get("status")
+    if target is not None and target not in job.all_statuses():
+        raise bad_request(f"status: {target!r} is not a {job.kind} status ({', '.join(job.all_statuses())})")
+    outcome = parse_outcome(job.kind, body["outcome"]) if body.get("outcome") else None
+    if job.waiting_for_upload and job.payload is None:
+        raise bad_request(f"job {id} has no uploaded file yet; PUT the file to its upload URL first")
+    state.step_job(job, to_status=target, outcome=outcome)
+    return json_response({"kind": job.kind, **job.view()})
+
+
+@router.post("/snapshot")
+async def snapshot(request: Request) -> Response:
+    """Write the state to ``path`` (default: the ``--snapshot`` file)."""
+    state = state_of(request)
+    body = await optional_json(request)
+    path = body.get("path") or state.options.snapshot
+    if not path:
+        raise bad_request("path: no snapshot file given and the emulator was started without --snapshot")
+    size = save_snapshot(state.dump(), Path(path))
+    return json_response({"path": str(path), "bytes": size})
+
+
+def save_snapshot(data: dict[str, Any], path: Path) -> int:
+    """Write snapshot data atomically; returns the file size.
+
+    :param data: what :meth:`EmulatorState.dump` returned.
+    :param path: the snapshot file.
+    """
+    text = json.dumps(data, separators=(",", ":"), ensure_ascii=False)
+    partial = path.with_name(path.name + ".partial")
+    partial.write_text(text, encoding="utf-8")
+    partial.replace(path)
+    return len(text.encode("utf-8"))

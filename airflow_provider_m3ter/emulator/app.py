@@ -1,0 +1,68 @@
+"""Builds the two ASGI apps (Config listener and Ingest listener) over one shared state."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import Response
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from airflow_provider_m3ter.emulator import api_admin, api_auth, api_config, api_ingest, api_jobs
+from airflow_provider_m3ter.emulator.errors import ApiError
+from airflow_provider_m3ter.emulator.gate import Gate
+from airflow_provider_m3ter.emulator.state import EmulatorState
+from airflow_provider_m3ter.emulator.web import json_response
+
+
+async def _api_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, ApiError)
+    response = json_response({"message": exc.message}, exc.status)
+    response.headers.update(exc.headers)
+    return response
+
+
+async def _http_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, StarletteHTTPException)
+    message = exc.detail if isinstance(exc.detail, str) else "Error"
+    return json_response({"message": message}, exc.status_code)
+
+
+async def _validation_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, RequestValidationError)
+    parts = []
+    for error in exc.errors():
+        where = ".".join(str(part) for part in error.get("loc", ()))
+        parts.append(f"{where}: {error.get('msg', 'invalid')}")
+    return json_response({"message": "Invalid request: " + "; ".join(parts)}, 400)
+
+
+async def _unexpected(request: Request, exc: Exception) -> Response:
+    return json_response({"message": "Internal Error"}, 500)
+
+
+def _fastapi(state: EmulatorState, title: str) -> FastAPI:
+    app = FastAPI(title=title, docs_url=None, redoc_url=None, openapi_url=None)
+    app.state.emulator = state
+    app.add_exception_handler(ApiError, _api_error)
+    app.add_exception_handler(StarletteHTTPException, _http_error)
+    app.add_exception_handler(RequestValidationError, _validation_error)
+    app.add_exception_handler(Exception, _unexpected)
+    return app
+
+
+def create_apps(state: EmulatorState) -> tuple[Any, Any]:
+    """The Config listener app and the Ingest listener app, both wrapped by :class:`Gate`.
+
+    :param state: the state both listeners share.
+    """
+    config = _fastapi(state, "m3ter emulator: Config API")
+    config.include_router(api_auth.router)
+    config.include_router(api_config.router)
+    config.include_router(api_jobs.router)
+    config.include_router(api_jobs.upload_router)
+    config.include_router(api_admin.router)
+    ingest = _fastapi(state, "m3ter emulator: Ingest API")
+    ingest.include_router(api_ingest.router)
+    return Gate(config, state, "config"), Gate(ingest, state, "ingest")

@@ -1,0 +1,186 @@
+"""Measurement checks: the synchronous schema check of an ingest call, and the later check
+against the meter that produces ``ingest.validation.failure`` events."""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from airflow_provider_m3ter.emulator.errors import ApiError, bad_request
+from airflow_provider_m3ter.emulator.schema import JAVA_PATTERNS, parse_datetime
+
+MAX_BODY_BYTES = 512_000
+MAX_MEASUREMENTS = 1000
+MAX_UID = 50
+MAX_CODE = 80
+MAX_METADATA_VALUE = 256
+STRING_MAPS = ("who", "where", "what", "other", "metadata")
+NUMBER_MAPS = ("measure", "cost", "income")
+CATEGORY_OF_MAP = {name: name.upper() for name in (*STRING_MAPS, *NUMBER_MAPS)}
+NUMERIC_CATEGORIES = frozenset({"MEASURE", "COST", "INCOME"})
+FIELDS = frozenset({"uid", "meter", "account", "ts", "ets", *STRING_MAPS, *NUMBER_MAPS})
+_CODE = re.compile(next(v for k, v in JAVA_PATTERNS.items() if "Cntrl" in k))
+
+EVENT_NAME = "ingest.validation.failure"
+
+
+def measurement_problem(m: Any) -> tuple[str, str] | None:
+    """The first schema problem of one measurement as ``(field, reason)``, or None when valid.
+
+    Optional fields may be ``null`` (treated as absent); required ones may not.
+
+    :param m: one decoded measurement.
+    """
+    if type(m) is not dict:
+        return "", "must be a JSON object"
+    for key in m:
+        if key not in FIELDS:
+            return key, "is not a measurement field"
+    for key in ("meter", "account"):
+        value = m.get(key)
+        if value is None:
+            return key, "is required"
+        if type(value) is not str:
+            return key, "must be a string"
+        if not 1 <= len(value) <= MAX_CODE:
+            return key, f"must be 1 to {MAX_CODE} characters"
+        if not _CODE.match(value):
+            return key, "must have no control characters and no leading or trailing whitespace"
+    ts = m.get("ts")
+    if ts is None:
+        return "ts", "is required"
+    if type(ts) is not str or parse_datetime(ts) is None:
+        return "ts", "must be an ISO-8601 date-time string"
+    ets = m.get("ets")
+    if ets is not None and (type(ets) is not str or parse_datetime(ets) is None):
+        return "ets", "must be an ISO-8601 date-time string"
+    uid = m.get("uid")
+    if uid is not None:
+        if type(uid) is not str:
+            return "uid", "must be a string"
+        if len(uid) > MAX_UID:
+            return "uid", f"must be at most {MAX_UID} characters (got {len(uid)})"
+    for name in STRING_MAPS:
+        values = m.get(name)
+        if values is None:
+            continue
+        if type(values) is not dict:
+            return name, "must be an object of string values"
+        for key, value in values.items():
+            if type(value) is not str:
+                return f"{name}.{key}", "must be a string"
+            if name == "metadata" and len(value) > MAX_METADATA_VALUE:
+                return f"{name}.{key}", f"must be at most {MAX_METADATA_VALUE} characters"
+    for name in NUMBER_MAPS:
+        values = m.get(name)
+        if values is None:
+            continue
+        if type(values) is not dict:
+            return name, "must be an object of numeric values"
+        for key, value in values.items():
+            if type(value) not in (int, float):
+                return f"{name}.{key}", "must be a number"
+    return None
+
+
+def check_submission(raw: bytes) -> list[dict[str, Any]]:
+    """Check a ``POST /measurements`` body and return its measurements.
+
+    The size is checked before parsing (over 512,000 bytes: 403, as m3ter does).
+
+    :param raw: the raw request body.
+    """
+    import json
+
+    if len(raw) > MAX_BODY_BYTES:
+        raise ApiError(403, f"Request body is {len(raw)} bytes; the limit is {MAX_BODY_BYTES} bytes")
+    try:
+        doc = json.loads(raw)
+    except ValueError as exc:
+        raise bad_request(f"Request body is not valid JSON: {exc}") from None
+    if type(doc) is not dict:
+        raise bad_request('Request body must be a JSON object {"measurements": [...]}')
+    extra = sorted(key for key in doc if key != "measurements")
+    if extra:
+        raise bad_request(f"{extra[0]}: is not a field of the request (only 'measurements' is)")
+    measurements = doc.get("measurements")
+    if type(measurements) is not list:
+        raise bad_request("measurements: is required and must be an array")
+    if not 1 <= len(measurements) <= MAX_MEASUREMENTS:
+        raise bad_request(f"measurements: must hold 1 to {MAX_MEASUREMENTS} items, got {len(measurements)}")
+    for index, m in enumerate(measurements):
+        problem = measurement_problem(m)
+        if problem is not None:
+            field, reason = problem
+            where = f"measurements[{index}].{field}" if field else f"measurements[{index}]"
+            raise bad_request(f"{where}: {reason}")
+    return measurements
+
+
+def meter_field_codes(meter: dict[str, Any]) -> dict[str, set[str]]:
+    """The meter's data and derived field codes, by category.
+
+    :param meter: the stored meter.
+    """
+    codes: dict[str, set[str]] = {}
+    for item in [*meter.get("dataFields", []), *meter.get("derivedFields", [])]:
+        codes.setdefault(item["category"], set()).add(item["code"])
+    return codes
+
+
+def meter_failures(m: dict[str, Any], meter: dict[str, Any] | None, duplicate: bool) -> list[tuple[str, str]]:
+    """Problems found when a stored measurement is checked against its meter.
+
+    Failure types: ``DuplicateUid`` (uid already ingested), ``UndefinedMeter`` (no meter with that
+    code), ``UndefinedField`` (a key that is not one of the meter's fields of that category; an
+    emulator choice, m3ter does not document this case), ``DuplicateField`` (the same field code in
+    two categories of one measurement) and ``MissingField`` (a numeric data field of the meter absent
+    from the measurement).
+
+    :param m: the measurement.
+    :param meter: the meter its ``meter`` code names (None when there is none).
+    :param duplicate: whether its uid had been ingested before.
+    """
+    if duplicate:
+        return [("DuplicateUid", f"uid {m.get('uid')!r} was already ingested")]
+    if meter is None:
+        return [("UndefinedMeter", f"no meter has the code {m['meter']!r}")]
+    failures: list[tuple[str, str]] = []
+    codes = meter_field_codes(meter)
+    seen: dict[str, str] = {}
+    for name, category in CATEGORY_OF_MAP.items():
+        for key in m.get(name) or {}:
+            if key in seen:
+                failures.append(("DuplicateField", f"field {key!r} appears in both {seen[key]} and {name}"))
+            seen[key] = name
+            if key not in codes.get(category, set()):
+                failures.append(("UndefinedField", f"{name}.{key} is not a {category} field of the meter"))
+    for item in meter.get("dataFields", []):
+        category = item["category"]
+        if category in NUMERIC_CATEGORIES and item["code"] not in (m.get(category.lower()) or {}):
+            failures.append(("MissingField", f"{category.lower()}.{item['code']} is missing"))
+    return failures
+
+
+def failure_event_detail(
+    m: dict[str, Any], failure_type: str, reason: str, meter: dict[str, Any] | None, account_id: str | None
+) -> dict[str, Any]:
+    """The ``m3terEvent`` body of one ``ingest.validation.failure`` event.
+
+    :param m: the measurement that failed.
+    :param failure_type: for example ``UndefinedMeter``.
+    :param reason: a sentence saying what is wrong.
+    :param meter: the meter, when one exists.
+    :param account_id: the id of the measurement's account, when known.
+    """
+    return {
+        "eventType": EVENT_NAME,
+        "failureType": failure_type,
+        "message": reason,
+        "uid": m.get("uid"),
+        "meter": m.get("meter"),
+        "account": m.get("account"),
+        "ts": m.get("ts"),
+        "resourceId": meter["id"] if meter else None,
+        "accountId": account_id,
+    }

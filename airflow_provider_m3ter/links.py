@@ -1,0 +1,112 @@
+"""The "m3ter Console" button on a task: a link to what the task created or watched in m3ter.
+
+An operator that knows the entity it worked on (a meter, a file-upload job, a bill job ...) builds a
+URL with :func:`console_url` and stores it with :func:`persist_console_link`; the task's extra link
+:class:`M3terConsoleLink` then shows it in the Airflow UI. Nothing here makes a network call.
+
+The Console's URL layout is not part of m3ter's documented API, so the paths built by
+:func:`console_url` are a best effort: the organization part (``/org/{org_id}``) is the stable
+anchor, and an unknown ``kind`` falls back to the organization's home page.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+from urllib.parse import quote
+
+try:  # Airflow 3
+    from airflow.sdk import BaseOperatorLink
+except ImportError:  # pragma: no cover - very old layouts
+    from airflow.models.baseoperatorlink import BaseOperatorLink  # type: ignore[no-redef]
+
+if TYPE_CHECKING:
+    from airflow.sdk import BaseOperator
+    from airflow.sdk.types import TaskInstanceKey
+
+__all__ = [
+    "CONSOLE_BASE_URL",
+    "CONSOLE_URL_XCOM_KEY",
+    "M3terConsoleLink",
+    "console_url",
+    "persist_console_link",
+]
+
+CONSOLE_BASE_URL = "https://console.m3ter.com"
+CONSOLE_URL_XCOM_KEY = "m3ter_console_url"
+
+# Console sections per entity kind (best effort, see the module docstring).
+_KIND_PATHS: dict[str, str] = {
+    "meter": "metering/meters",
+    "aggregation": "metering/aggregations",
+    "compound_aggregation": "metering/compound-aggregations",
+    "account": "accounts",
+    "product": "products",
+    "plan": "pricing/plans",
+    "bill": "billing/bills",
+    "billjob": "billing/bill-jobs",
+    "fileupload": "data/file-uploads",
+    "dataexport": "data/exports",
+    "event": "events",
+}
+
+
+def console_url(
+    org_id: str, kind: str | None = None, id: str | None = None, *, base_url: str = CONSOLE_BASE_URL
+) -> str:
+    """Build a link into the m3ter Console for an organization, a section, or one entity.
+
+    :param org_id: the m3ter Organization ID (required; it anchors every Console page).
+    :param kind: entity kind such as ``"meter"``, ``"account"``, ``"billjob"``, ``"fileupload"``;
+        None or an unknown kind links to the organization's home page.
+    :param id: the entity's id (UUID); ignored without a known ``kind``.
+    :param base_url: Console root, for a private or regional Console.
+    :return: for example ``https://console.m3ter.com/org/<org_id>/metering/meters/<id>``.
+    """
+    if not org_id or not str(org_id).strip():
+        raise ValueError("console_url: org_id is required to build an m3ter Console link")
+    url = f"{base_url.rstrip('/')}/org/{quote(str(org_id).strip(), safe='')}"
+    section = _KIND_PATHS.get(kind.lower()) if kind else None
+    if section is None:
+        return url
+    url += f"/{section}"
+    if id:
+        url += f"/{quote(str(id), safe='')}"
+    return url
+
+
+def persist_console_link(context: Any, url: str) -> None:
+    """Store a Console URL for the running task so :class:`M3terConsoleLink` can show it.
+
+    :param context: the task's Airflow context (``execute(self, context)``).
+    :param url: the link, typically from :func:`console_url`.
+    """
+    context["ti"].xcom_push(key=CONSOLE_URL_XCOM_KEY, value=url)
+
+
+class M3terConsoleLink(BaseOperatorLink):
+    """Extra link "m3ter Console": opens the URL the task stored with :func:`persist_console_link`.
+
+    Add it to an operator with ``operator_extra_links = (M3terConsoleLink(),)``. The link reads the
+    task's XCom ``m3ter_console_url``; a task that stored none shows an empty (disabled) link.
+    """
+
+    name = "m3ter Console"
+
+    @property
+    def xcom_key(self) -> str:
+        """The XCom key the URL is kept under (shared by the worker and the API server)."""
+        return CONSOLE_URL_XCOM_KEY
+
+    def get_link(self, operator: BaseOperator, *, ti_key: TaskInstanceKey) -> str:
+        """Return the stored Console URL for this task instance, or ``""`` when there is none.
+
+        :param operator: the operator the link belongs to.
+        :param ti_key: the task instance whose XCom holds the URL.
+        """
+        try:  # the configured XCom backend, as the task SDK resolves it
+            from airflow.sdk.execution_time.xcom import XCom
+        except ImportError:  # pragma: no cover - Airflow 3.0 layout
+            from airflow.models.xcom import XCom  # type: ignore[no-redef]
+
+        value = XCom.get_value(ti_key=ti_key, key=CONSOLE_URL_XCOM_KEY)
+        return value if isinstance(value, str) else ""

@@ -1,0 +1,308 @@
+"""``M3terIngestMeasurementsOperator``: load usage into m3ter from a list, a file or a SQL query.
+
+The operator reads its source as a stream, validates every row before sending anything, gives
+rows without a ``uid`` a deterministic one, and submits paced batches through
+:class:`~airflow_provider_m3ter.hooks.m3ter.M3terHook`. Progress is checkpointed in Airflow 3.3's
+``task_state_store`` so a retry after a crash resumes after the last acknowledged batch. The
+return value (XCom) is a small JSON summary, never the data.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import tempfile
+from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+try:  # Airflow 3.2+
+    from airflow.sdk.exceptions import AirflowFailException
+except ImportError:  # pragma: no cover - Airflow 3.0 / 3.1
+    from airflow.exceptions import AirflowFailException  # type: ignore[no-redef]
+
+from airflow.sdk import BaseOperator
+
+from airflow_provider_m3ter.client.ingest import IngestRun, InvalidMeasurementsError
+from airflow_provider_m3ter.operators.sources import (
+    FILE_FORMATS,
+    FileSource,
+    IterableSource,
+    MeasurementSource,
+    RowMapping,
+    SourceError,
+    SqlSource,
+)
+
+if TYPE_CHECKING:
+    from airflow.sdk import Context
+
+__all__ = [
+    "CHECKPOINT_KEY",
+    "M3terIngestMeasurementsOperator",
+    "M3terInvalidMeasurements",
+    "TaskStateCheckpoint",
+]
+
+#: The ``task_state_store`` key holding an ingest task's progress.
+CHECKPOINT_KEY = "m3ter_ingest_checkpoint"
+_UNSAFE_PATH_CHARS = re.compile(r"[^A-Za-z0-9._-]+")
+
+
+class M3terInvalidMeasurements(AirflowFailException):
+    """Rows failed validation with ``on_invalid="fail"``: nothing was sent, and retrying cannot help.
+
+    :param error: the run's :class:`~airflow_provider_m3ter.client.ingest.InvalidMeasurementsError`
+        (its ``errors`` list the first problems, ``invalid_rows`` counts them all).
+    """
+
+    def __init__(self, error: InvalidMeasurementsError) -> None:
+        super().__init__(str(error))
+        self.error = error
+
+
+class TaskStateCheckpoint:
+    """Keeps an ingest checkpoint in Airflow's ``task_state_store`` (one JSON value per task instance).
+
+    :param store: ``context["task_state_store"]`` (Airflow 3.3+).
+    :param key: the key to keep the checkpoint under.
+    """
+
+    def __init__(self, store: Any, key: str = CHECKPOINT_KEY) -> None:
+        self.store = store
+        self.key = key
+
+    def load(self) -> dict[str, Any] | None:
+        """The saved checkpoint, or None."""
+        value = self.store.get(self.key)
+        return value if isinstance(value, dict) else None
+
+    def save(self, state: dict[str, Any]) -> None:
+        """Save (overwrite) the checkpoint."""
+        self.store.set(self.key, state)
+
+    def clear(self) -> None:
+        """Remove the checkpoint."""
+        self.store.delete(self.key)
+
+
+class M3terIngestMeasurementsOperator(BaseOperator):
+    """Submit measurements to m3ter's Ingest API from exactly one source.
+
+    Sources (give exactly one):
+
+    * ``measurements``: a list of measurement dicts, inline or from XCom (``other_task.output``);
+      a JSON string is parsed.
+    * ``source_path``: a JSON Lines, JSON array or CSV file, optionally gzip-compressed; a local
+      path, a URL such as ``file:///data/usage.jsonl`` or ``s3://bucket/key`` (through
+      ``ObjectStoragePath``), or an ``ObjectStoragePath``. Read as a stream.
+    * ``sql`` with ``sql_conn_id``: a query through any Airflow ``DbApiHook`` connection, read
+      with ``fetchmany``.
+
+    Flat rows (CSV, SQL, flat dicts) become measurements through ``mapping``; ``meter`` and
+    ``account`` fill rows that lack them. ``source_path``, ``sql``, ``sql_parameters``,
+    ``measurements``, ``meter``, ``account``, ``dead_letter_path`` and ``uid_namespace`` are
+    templated, so ``{{ data_interval_start }}`` selects the run's usage.
+
+    :param m3ter_conn_id: the Airflow connection of type ``m3ter``.
+    :param measurements: measurement dicts (or flat dicts with ``mapping``), or a JSON string of them.
+    :param source_path: the file to read (path, URL or ``ObjectStoragePath``).
+    :param source_format: ``jsonl``, ``json`` (array) or ``csv``; ``None`` detects it from the
+        suffix or the first bytes.
+    :param sql: the query whose rows are the measurements (a ``.sql`` file name is read as a template).
+    :param sql_conn_id: the database connection for ``sql`` (its hook must be a ``DbApiHook``).
+    :param sql_parameters: bind parameters for ``sql``.
+    :param fetch_size: rows fetched per ``fetchmany`` round trip.
+    :param mapping: column -> target, where a target is ``meter``, ``account``, ``ts``, ``ets``,
+        ``uid`` or ``<category>.<field>`` (``measure.requests``, ``who.user``). Unlisted columns are
+        ignored. Without a mapping, flat columns must be named like targets.
+    :param meter: Meter code for rows without one.
+    :param account: Account code for rows without one.
+    :param on_invalid: ``"fail"`` (default) sends nothing if any row is invalid and fails the task
+        listing the first problems; ``"skip"`` sends the valid rows and writes the rejected ones,
+        with reasons, to ``dead_letter_path``.
+    :param dead_letter_path: JSON Lines file for rejected rows (``skip``); default: a file under the
+        worker's temp directory named after the DAG run and task. The path is in the summary.
+    :param max_errors_reported: how many row problems the failure message lists.
+    :param uid_namespace: scopes derived uids; default ``<dag_id>.<task_id>`` (plus the map
+        index of a mapped task). Keep it stable so reruns reuse the same uids.
+    :param max_in_flight: concurrent ingest requests (1-16). The connection's pacing still applies.
+    :param checkpoint: keep progress in ``task_state_store`` so a retry resumes after the last
+        acknowledged batch (Airflow 3.3+; ignored where the store does not exist).
+    :param progress_interval: seconds between progress log lines.
+    :param spill_dir: directory for the temporary file of prepared batches (default: temp dir).
+    :param kwargs: passed to ``BaseOperator`` (``retries``, ``retry_delay``, ``retry_policy``, ``pool`` ...).
+    """
+
+    template_fields: Sequence[str] = (
+        "measurements",
+        "source_path",
+        "sql",
+        "sql_parameters",
+        "meter",
+        "account",
+        "dead_letter_path",
+        "uid_namespace",
+    )
+    template_ext: Sequence[str] = (".sql",)
+    template_fields_renderers = {"sql": "sql", "sql_parameters": "json", "measurements": "json"}
+    ui_color = "#d9ecf2"
+    ui_fgcolor = "#0b3d4f"
+
+    def __init__(
+        self,
+        *,
+        m3ter_conn_id: str = "m3ter_default",
+        measurements: Iterable[Mapping[str, Any]] | str | None = None,
+        source_path: Any = None,
+        source_format: str | None = None,
+        sql: str | None = None,
+        sql_conn_id: str | None = None,
+        sql_parameters: Any = None,
+        fetch_size: int = 5000,
+        mapping: Mapping[str, str] | None = None,
+        meter: str | None = None,
+        account: str | None = None,
+        on_invalid: str = "fail",
+        dead_letter_path: str | None = None,
+        max_errors_reported: int = 20,
+        uid_namespace: str | None = None,
+        max_in_flight: int = 1,
+        checkpoint: bool = True,
+        progress_interval: float = 5.0,
+        spill_dir: str | None = None,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        where = f"{type(self).__name__}({self.task_id!r})"
+        given = [name for name, value in (("measurements", measurements), ("source_path", source_path),
+                                           ("sql", sql)) if value is not None]  # fmt: skip
+        if len(given) != 1:
+            raise ValueError(
+                f"{where}: give exactly one source: measurements, source_path or sql "
+                f"(got {', '.join(given) if given else 'none'})"
+            )
+        if sql is not None and not sql_conn_id:
+            raise ValueError(f"{where}: sql needs sql_conn_id (the database connection to run it on)")
+        if source_format is not None and source_format not in FILE_FORMATS:
+            raise ValueError(f"{where}: source_format must be one of {', '.join(FILE_FORMATS)} or None")
+        if on_invalid not in ("fail", "skip"):
+            raise ValueError(f"{where}: on_invalid must be 'fail' or 'skip', got {on_invalid!r}")
+        if (
+            isinstance(max_in_flight, bool)
+            or not isinstance(max_in_flight, int)
+            or not 1 <= max_in_flight <= 16
+        ):
+            raise ValueError(f"{where}: max_in_flight must be an integer from 1 to 16, got {max_in_flight!r}")
+        if not isinstance(fetch_size, int) or fetch_size < 1:
+            raise ValueError(f"{where}: fetch_size must be a positive integer, got {fetch_size!r}")
+        if mapping is not None and not isinstance(mapping, Mapping):
+            raise ValueError(f"{where}: mapping must be a dict of column -> target")
+        try:
+            RowMapping(mapping)  # checks every target now, at DAG parse time
+        except SourceError as exc:
+            raise ValueError(f"{where}: {exc}") from None
+        self.m3ter_conn_id = m3ter_conn_id
+        self.measurements = measurements
+        self.source_path = source_path
+        self.source_format = source_format
+        self.sql = sql
+        self.sql_conn_id = sql_conn_id
+        self.sql_parameters = sql_parameters
+        self.fetch_size = fetch_size
+        self.mapping = dict(mapping) if mapping is not None else None
+        self.meter = meter
+        self.account = account
+        self.on_invalid = on_invalid
+        self.dead_letter_path = dead_letter_path
+        self.max_errors_reported = max_errors_reported
+        self.uid_namespace = uid_namespace
+        self.max_in_flight = max_in_flight
+        self.checkpoint = checkpoint
+        self.progress_interval = progress_interval
+        self.spill_dir = spill_dir
+
+    # -- pieces -------------------------------------------------------------------------------------
+
+    def build_source(self) -> MeasurementSource:
+        """The row source for the (rendered) arguments."""
+        mapping = RowMapping(self.mapping, meter=self.meter or None, account=self.account or None)
+        if self.source_path is not None:
+            return FileSource(self.source_path, self.source_format, mapping)
+        if self.sql is not None:
+            return SqlSource(str(self.sql_conn_id), self.sql, self.sql_parameters, mapping, self.fetch_size)
+        items = self.measurements
+        if isinstance(items, str):
+            try:
+                items = json.loads(items)
+            except ValueError as exc:
+                raise SourceError(f"measurements is a string but not JSON: {exc}") from None
+        if isinstance(items, Mapping) or items is None or not isinstance(items, Iterable):
+            raise SourceError(
+                f"measurements must be a list of measurement objects, got {type(items).__name__}"
+            )
+        return IterableSource(items, mapping)
+
+    def _namespace(self, context: Context) -> str:
+        if self.uid_namespace:
+            return str(self.uid_namespace)
+        ti = context["ti"]
+        map_index = getattr(ti, "map_index", -1)
+        suffix = f".{map_index}" if isinstance(map_index, int) and map_index >= 0 else ""
+        return f"{self.dag_id}.{self.task_id}{suffix}"
+
+    def _dead_letter_path(self, context: Context) -> str:
+        if self.dead_letter_path:
+            return str(self.dead_letter_path)
+        run_id = _UNSAFE_PATH_CHARS.sub("_", str(context.get("run_id") or "run"))
+        ti = context["ti"]
+        map_index = getattr(ti, "map_index", -1)
+        name = self.task_id + (f".{map_index}" if isinstance(map_index, int) and map_index >= 0 else "")
+        return str(
+            Path(tempfile.gettempdir()) / "m3ter-dead-letters" / self.dag_id / run_id / f"{name}.jsonl"
+        )
+
+    def _checkpoint(self, context: Context) -> TaskStateCheckpoint | None:
+        if not self.checkpoint:
+            return None
+        store = context.get("task_state_store")  # type: ignore[misc]
+        if store is None:
+            self.log.info("No task_state_store here (Airflow < 3.3): a retry resends, with the same uids")
+            return None
+        return TaskStateCheckpoint(store)
+
+    # -- execute ------------------------------------------------------------------------------------
+
+    def execute(self, context: Context) -> dict[str, Any]:
+        """Read, validate and send the source; return the ingest summary (JSON-ready)."""
+        from airflow_provider_m3ter.hooks.m3ter import M3terHook
+
+        hook = M3terHook(m3ter_conn_id=self.m3ter_conn_id)
+        client = hook.get_client()
+        source = self.build_source()
+        try_number = getattr(context["ti"], "try_number", 1) or 1
+        run = IngestRun(
+            client,
+            namespace=self._namespace(context),
+            on_invalid="skip" if self.on_invalid == "skip" else "fail",
+            dead_letter_path=self._dead_letter_path(context) if self.on_invalid == "skip" else None,
+            max_in_flight=self.max_in_flight,
+            checkpoint=self._checkpoint(context),
+            max_errors_reported=self.max_errors_reported,
+            progress_interval=self.progress_interval,
+            spill_dir=self.spill_dir,
+            rerun=try_number > 1,
+            logger=self.log,
+        )
+        try:
+            with hook.translate_errors():
+                summary = run.run(source.rows(), source.name)
+        except InvalidMeasurementsError as exc:
+            raise M3terInvalidMeasurements(exc) from exc
+        finally:
+            hook.close()
+        if summary.invalid:
+            self.log.warning(
+                "%d invalid rows were skipped; they are in %s", summary.invalid, summary.dead_letter_path
+            )
+        return summary.as_dict()

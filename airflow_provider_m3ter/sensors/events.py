@@ -1,0 +1,152 @@
+"""Sensor that reports m3ter's asynchronous ingest validation failures after an ingest."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Sequence
+from datetime import datetime, timedelta, timezone
+from typing import TYPE_CHECKING, Any
+
+from airflow_provider_m3ter.client.jobs import CheckResult, check_ingest_events, parse_time
+from airflow_provider_m3ter.sensors.base import M3terBaseSensor
+from airflow_provider_m3ter.triggers.events import M3terIngestEventsTrigger
+
+if TYPE_CHECKING:
+    from airflow.sdk import Context
+
+__all__ = ["M3terIngestEventsSensor"]
+
+
+class M3terIngestEventsSensor(M3terBaseSensor):
+    """After an ingest, report the measurements m3ter rejected while validating them.
+
+    m3ter accepts every well-formed ingest request (``200 accepted``) and validates the
+    measurements later; rejections surface as ``ingest.validation.failure`` events (UndefinedMeter,
+    MissingField, DuplicateUid, ...). This sensor reads those events from ``since`` on, for
+    ``settle_seconds`` after its first check (the time m3ter is given to finish validating):
+
+    - ``on_failure="fail"``: the first failure seen fails the task at once
+      (:class:`~airflow_provider_m3ter.sensors.base.M3terCheckFailure`, no retries), naming the
+      counts by failure type and the first examples;
+    - ``on_failure="warn"``: it waits the whole settle period, logs a warning with the counts and
+      examples, and succeeds.
+
+    With no failure it succeeds once the settle period is over. The XCom value is the report:
+    ``{"failures", "by_type", "examples", "events_scanned", "since", "settled"}``.
+
+    :param since: start of the window (templated; datetime or ISO-8601). Default: the DAG run's
+        start, so the upstream ingest of this run is covered and earlier runs' failures are not.
+    :param uids: only failures of these measurement uids count (templated; a list, a JSON list or
+        comma-separated text, or an XComArg). Default: every failure in the window.
+    :param settle_seconds: how long after the first check failures may still appear (default 120).
+    :param on_failure: ``"fail"`` or ``"warn"``.
+    :param max_examples: how many failures the report keeps as examples.
+    :param poke_interval: seconds between checks (default 30).
+    :param kwargs: :class:`~airflow_provider_m3ter.sensors.base.M3terBaseSensor` arguments; keep
+        ``timeout`` above ``settle_seconds``.
+    """
+
+    template_fields: Sequence[str] = ("m3ter_conn_id", "since", "uids")
+    console_kind = "event"
+
+    def __init__(
+        self,
+        *,
+        since: datetime | str | None = None,
+        uids: Sequence[str] | str | None = None,
+        settle_seconds: float = 120.0,
+        on_failure: str = "fail",
+        max_examples: int = 5,
+        poke_interval: timedelta | float = 30.0,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(poke_interval=poke_interval, **kwargs)
+        if on_failure not in ("fail", "warn"):
+            raise ValueError(f"on_failure must be 'fail' or 'warn', got {on_failure!r}")
+        if settle_seconds < 0:
+            raise ValueError(f"settle_seconds must not be negative, got {settle_seconds!r}")
+        self.since = since
+        self.uids = uids
+        self.settle_seconds = float(settle_seconds)
+        self.on_failure = on_failure
+        self.max_examples = max_examples
+        self.settle_until: float | None = None
+
+    def prepare(self, context: Context) -> None:
+        """Fix the window start, the uid filter and the settle time for this try."""
+        if self.timeout <= self.settle_seconds:
+            raise ValueError(
+                f"{self.task_id}: timeout ({self.timeout} s) must be longer than settle_seconds "
+                f"({self.settle_seconds} s), or the sensor times out before it can report"
+            )
+        self.since = _iso(self.since if self.since not in (None, "", "None") else _default_since(context))
+        self.uids = _uid_list(self.uids, self.task_id)
+        started = time.time()
+        if self.reschedule and not self.deferrable:
+            # reschedule mode re-runs prepare on every poke: count from the first one
+            first = context["ti"].get_first_reschedule_date(context)
+            started = first.timestamp() if first else started
+        self.settle_until = started + self.settle_seconds
+
+    def check(self, client: Any, context: Context) -> CheckResult:
+        """Read the failure events once and evaluate them against the settle time."""
+        return check_ingest_events(
+            client,
+            since=self.since,
+            settle_until=self.settle_until if self.settle_until is not None else 0.0,
+            uids=self.uids,  # type: ignore[arg-type]
+            on_failure="warn" if self.on_failure == "warn" else "fail",
+            max_examples=self.max_examples,
+        )
+
+    def build_trigger(self, context: Context, deadline: float) -> M3terIngestEventsTrigger:
+        """The ingest-events trigger with this sensor's window and settle time."""
+        return M3terIngestEventsTrigger(
+            since=str(self.since),
+            settle_until=self.settle_until or 0.0,
+            uids=self.uids,  # type: ignore[arg-type]
+            on_failure=self.on_failure,
+            max_examples=self.max_examples,
+            m3ter_conn_id=self.m3ter_conn_id,
+            deadline=deadline,
+            poll_interval=self.poke_interval,
+        )
+
+    def report(self, result: CheckResult) -> None:
+        """Log the answer; failures reported in ``warn`` mode are logged as a warning."""
+        if result.done and result.detail.get("failures"):
+            self.log.warning("m3ter ingest validation: %s", result.message)
+        else:
+            super().report(result)
+
+def _iso(value: Any) -> str:
+    """An ISO-8601 UTC string for a datetime, ISO string or epoch seconds (validated)."""
+    return datetime.fromtimestamp(parse_time(value), tz=timezone.utc).isoformat()
+
+
+def _default_since(context: Context) -> Any:
+    """The DAG run's start; else the data interval start; else now."""
+    dag_run = context.get("dag_run")
+    for candidate in (getattr(dag_run, "start_date", None), context.get("data_interval_start")):
+        if candidate is not None:
+            return candidate
+    return time.time()
+
+
+def _uid_list(value: Any, task_id: str) -> list[str] | None:
+    """Normalize ``uids``: None, a list, a JSON list or comma-separated text."""
+    if value is None or value == "" or value == "None":
+        return None
+    if isinstance(value, str):
+        text = value.strip()
+        if text.startswith("["):
+            try:
+                value = json.loads(text)
+            except json.JSONDecodeError:
+                raise ValueError(f"{task_id}: uids is not a valid JSON list: {text[:80]!r}") from None
+        else:
+            value = [part.strip() for part in text.split(",") if part.strip()]
+    if not isinstance(value, (list, tuple, set)):
+        raise ValueError(f"{task_id}: uids must be a list of strings, got {type(value).__name__}")
+    return [str(uid) for uid in value]

@@ -1,0 +1,86 @@
+"""ClientSettings validation: URL safety, named errors, no secret in repr."""
+
+from __future__ import annotations
+
+import pytest
+
+from airflow_provider_m3ter.client import ClientSettings, M3terConfigurationError
+
+BASE = {"org_id": "org-1", "access_key_id": "key-1", "api_secret": "s3cr3t-value"}
+
+
+def test_defaults_and_repr_hides_the_secret() -> None:
+    settings = ClientSettings(**BASE)
+    assert settings.config_url == "https://api.m3ter.com"
+    assert settings.ingest_url == "https://ingest.m3ter.com"
+    assert "s3cr3t-value" not in repr(settings)
+    assert "s3cr3t-value" not in str(settings)
+    assert "org-1" in repr(settings)
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "http://127.0.0.1:8080",
+        "http://127.10.0.2",
+        "http://localhost:9000/",
+        "http://[::1]:8080",
+        "https://x.example",
+    ],
+)
+def test_loopback_http_and_any_https_are_accepted(url: str) -> None:
+    settings = ClientSettings(**BASE, config_url=url, ingest_url=url)
+    assert settings.config_url == url.rstrip("/")
+
+
+@pytest.mark.parametrize("url", ["http://api.m3ter.com", "http://10.0.0.5:8080", "http://localhost.evil.com"])
+def test_plain_http_elsewhere_is_refused_unless_allowed(url: str) -> None:
+    with pytest.raises(M3terConfigurationError, match=r"ClientSettings\.ingest_url: plain http://") as info:
+        ClientSettings(**BASE, ingest_url=url)
+    assert info.value.field == "ingest_url"
+    assert ClientSettings(**BASE, ingest_url=url, allow_insecure_http=True).ingest_url == url
+
+
+@pytest.mark.parametrize(
+    ("changes", "field"),
+    [
+        ({"org_id": ""}, "org_id"),
+        ({"org_id": "   "}, "org_id"),
+        ({"access_key_id": ""}, "access_key_id"),
+        ({"api_secret": ""}, "api_secret"),
+        ({"config_url": "ftp://api.m3ter.com"}, "config_url"),
+        ({"config_url": "https://"}, "config_url"),
+        ({"config_url": "https://user:pw@api.m3ter.com"}, "config_url"),
+        ({"config_url": "https://api.m3ter.com?x=1"}, "config_url"),
+        ({"timeout": 0}, "timeout"),
+        ({"timeout": float("nan")}, "timeout"),
+        ({"deadline": -1}, "deadline"),
+        ({"max_attempts": 0}, "max_attempts"),
+        ({"max_attempts": 2.5}, "max_attempts"),
+        ({"max_attempts": True}, "max_attempts"),
+        ({"max_wait": -0.1}, "max_wait"),
+        ({"pool_size": 0}, "pool_size"),
+        ({"ingest_requests_per_second": 0}, "ingest_requests_per_second"),
+        ({"config_requests_per_window": -5}, "config_requests_per_window"),
+        ({"window_seconds": 0}, "window_seconds"),
+        ({"verify_tls": ""}, "verify_tls"),
+    ],
+)
+def test_bad_values_name_the_setting(changes: dict, field: str) -> None:
+    with pytest.raises(M3terConfigurationError, match=rf"ClientSettings\.{field}") as info:
+        ClientSettings(**{**BASE, **changes})
+    assert info.value.field == field
+    assert "s3cr3t-value" not in str(info.value)
+
+
+def test_credentials_are_stripped_and_pacing_may_be_disabled() -> None:
+    settings = ClientSettings(
+        org_id=" org-1 ",
+        access_key_id="key\n",
+        api_secret=" s ",
+        ingest_requests_per_second=None,
+        ingest_requests_per_window=None,
+        verify_tls="/etc/ssl/certs/ca.pem",
+    )
+    assert (settings.org_id, settings.access_key_id, settings.api_secret) == ("org-1", "key", "s")
+    assert settings.verify_tls == "/etc/ssl/certs/ca.pem"
