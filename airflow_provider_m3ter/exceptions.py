@@ -36,8 +36,8 @@ __all__ = [
 
 def _redact(text: str) -> str:
     """Replace every secret the masker knows (API secret, tokens) with ``***``."""
-    try:
-        from airflow.sdk.log import redact
+    try:  # the task SDK's masker: the one task logs go through
+        from airflow.sdk._shared.secrets_masker import redact
     except ImportError:  # pragma: no cover - older Airflow keeps the masker elsewhere
         try:
             from airflow.utils.log.secrets_masker import redact  # type: ignore[no-redef]

@@ -108,7 +108,7 @@ def run_dags(emu: EmulatorProcess, out: Path, dag_ids: list[str]) -> dict[str, b
         results[dag_id] = ok
         _say(
             f"  {dag_id:<40} {'success' if ok else 'FAILED':<8} {time.monotonic() - started:5.1f} s"
-            f"   (log: {(logs / f'{dag_id}.log').relative_to(REPO)})"
+            f"   (log: {logs / f'{dag_id}.log'})"
         )
         if not ok:
             tail = "\n".join(output.splitlines()[-25:])

@@ -69,6 +69,10 @@ class MeterDefinitionError(ValueError):
         lines = "\n".join(f"  - {p}" for p in self.problems)
         super().__init__(f"{len(self.problems)} problem(s) in the meter definitions:\n{lines}")
 
+    def __reduce__(self) -> tuple[object, ...]:
+        # Pickling replays the constructor; give it the problems, not the rendered message.
+        return (type(self), (self.problems,))
+
 
 @dataclass(frozen=True)
 class MeterDefinition:

@@ -4,12 +4,12 @@ Plain Python (no Airflow). :func:`plan_meter_sync` only reads (one list call per
 whole meter list when deleting what the definitions omit) and says field by field what would
 change; :func:`apply_meter_plan` writes: creates, then updates (whole entity, current ``version``,
 one re-read and re-plan on a version conflict), then deletes. Definitions come from
-:mod:`airflow_provider_m3ter.client.meter_definitions`.
+:mod:`airflow_provider_m3ter.client.meter_definitions`; the comparison from
+:mod:`airflow_provider_m3ter.client.meter_diff`.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -25,6 +25,12 @@ from airflow_provider_m3ter.client.meter_definitions import (
     MeterDefinition,
     MeterDefinitionError,
 )
+from airflow_provider_m3ter.client.meter_diff import (
+    comparable_meter,
+    desired_comparable,
+    diff_meter,
+    request_body,
+)
 
 log = logging.getLogger(__name__)
 
@@ -32,11 +38,8 @@ log = logging.getLogger(__name__)
 CODES_PER_LIST_CALL = 100
 PAGE_SIZE = 100
 PRODUCT_PAGE_SIZE = 200
-#: Response-only attributes: never compared, never sent back.
-SERVER_FIELDS = frozenset({"id", "version", "dtCreated", "dtLastModified", "createdBy", "lastModifiedBy"})
 CREATE, UPDATE, UNCHANGED, DELETE, BLOCKED = "create", "update", "unchanged", "delete", "blocked"
 ACTIONS = (CREATE, UPDATE, UNCHANGED, DELETE, BLOCKED)
-_FIELD_ATTRS = ("category", "name", "unit", "calculation")
 
 
 class MeterApi(Protocol):
@@ -82,115 +85,6 @@ class MeterSyncConflictError(MeterSyncError):
 
 class MeterBreaksConfigurationError(MeterSyncError, M3terBreaksConfigurationError):
     """m3ter refused an update that removes fields aggregations use ("request breaks configuration")."""
-
-
-# --------------------------------------------------------------------------- comparison
-def comparable_meter(meter: Mapping[str, Any]) -> dict[str, Any]:
-    """Normalize a meter (m3ter response or request body) into the form that plans compare.
-
-    Server attributes are dropped, absent/empty optional values become None or empty, and fields are
-    keyed by code because their order carries no meaning in m3ter.
-    """
-
-    def fields(items: Any) -> dict[str, dict[str, Any]]:
-        out = {}
-        for item in items or []:
-            attrs = {a: item.get(a) for a in _FIELD_ATTRS if item.get(a) not in (None, "")}
-            out[item.get("code")] = attrs
-        return out
-
-    return {
-        "name": meter.get("name"),
-        "productId": meter.get("productId") or None,
-        "groupId": meter.get("groupId") or None,
-        "dataFields": fields(meter.get("dataFields")),
-        "derivedFields": fields(meter.get("derivedFields")),
-        "customFields": dict(meter.get("customFields") or {}),
-    }
-
-
-def desired_comparable(meter: MeterDefinition, product_id: str | None) -> dict[str, Any]:
-    """The comparable form of a definition; keys it does not manage are left out (never diffed)."""
-    out = comparable_meter(
-        {
-            "name": meter.name,
-            "productId": product_id,
-            "groupId": meter.group_id,
-            "dataFields": meter.data_fields,
-            "derivedFields": meter.derived_fields,
-            "customFields": meter.custom_fields,
-        }
-    )
-    if not meter.manages_group:
-        del out["groupId"]
-    if meter.custom_fields is None:
-        del out["customFields"]
-    return out
-
-
-def _show(value: Any) -> str:
-    return json.dumps(value, ensure_ascii=False, sort_keys=True)
-
-
-def diff_meter(current: Mapping[str, Any], desired: Mapping[str, Any]) -> list[str]:
-    """Field-level differences between two comparable meters, e.g. ``dataFields[x].unit: "a" -> "b"``.
-
-    :param current: :func:`comparable_meter` of what m3ter holds.
-    :param desired: :func:`desired_comparable` of the definition; only its keys are compared.
-    """
-    changes: list[str] = []
-    for key in ("name", "productId", "groupId"):
-        if key in desired and current.get(key) != desired[key]:
-            changes.append(f"{key}: {_show(current.get(key))} -> {_show(desired[key])}")
-    for kind in ("dataFields", "derivedFields"):
-        old, new = current.get(kind, {}), desired[kind]
-        for code in sorted(old.keys() | new.keys(), key=str):
-            if code not in old:
-                changes.append(f"{kind}[{code}]: added")
-            elif code not in new:
-                changes.append(f"{kind}[{code}]: removed")
-            else:
-                for attr in _FIELD_ATTRS:
-                    if old[code].get(attr) != new[code].get(attr):
-                        before, after = _show(old[code].get(attr)), _show(new[code].get(attr))
-                        changes.append(f"{kind}[{code}].{attr}: {before} -> {after}")
-    if "customFields" in desired:
-        old, new = current.get("customFields", {}), desired["customFields"]
-        for name in sorted(old.keys() | new.keys()):
-            if old.get(name) != new.get(name) or (name in old) != (name in new):
-                changes.append(f"customFields.{name}: {_show(old.get(name))} -> {_show(new.get(name))}")
-    return changes
-
-
-def request_body(
-    meter: MeterDefinition, product_id: str | None, current: Mapping[str, Any] | None = None
-) -> dict[str, Any]:
-    """The Create/Update Meter body: the whole entity, so a PUT loses nothing the spec leaves out.
-
-    :param meter: the definition.
-    :param product_id: the resolved product id (None: a global meter).
-    :param current: the meter as m3ter holds it (an update); its version and any attribute the
-        definition does not manage (custom fields, group, unknown newer attributes) are carried over.
-    """
-    body = {k: v for k, v in (current or {}).items() if k not in SERVER_FIELDS}
-    body.update(
-        code=meter.code,
-        name=meter.name,
-        dataFields=[dict(f) for f in meter.data_fields],
-        derivedFields=[dict(f) for f in meter.derived_fields],
-    )
-    for key, value, managed in (
-        ("productId", product_id, True),
-        ("groupId", meter.group_id, meter.manages_group),
-        ("customFields", meter.custom_fields, meter.custom_fields is not None),
-    ):
-        if managed and value is None:
-            body.pop(key, None)
-        elif managed:
-            body[key] = value
-    if current is not None:
-        body["version"] = current.get("version")
-    return body
 
 
 # --------------------------------------------------------------------------- plan
@@ -281,8 +175,9 @@ def read_meters_by_code(client: MeterApi, codes: Sequence[str]) -> dict[str, dic
     found: dict[str, dict[str, Any]] = {}
     for start in range(0, len(codes), CODES_PER_LIST_CALL):
         chunk = list(codes[start : start + CODES_PER_LIST_CALL])
+        wanted = set(chunk)
         for meter in client.paginate("meters", params={"codes": chunk}, page_size=PAGE_SIZE):
-            if meter.get("code") in chunk:
+            if meter.get("code") in wanted:
                 found[meter["code"]] = meter
     return found
 
@@ -432,22 +327,32 @@ def _reread(client: MeterApi, code: str, current: Mapping[str, Any] | None) -> d
 def _explain_breaks(
     client: MeterApi, meter: MeterDefinition, current: Mapping[str, Any], error: M3terError
 ) -> MeterBreaksConfigurationError:
-    """Name the meter, the removed field(s) and the aggregation(s) that target them."""
+    """Name the meter, each removed field that aggregations target, and those aggregations."""
     desired = {f["code"] for f in (*meter.data_fields, *meter.derived_fields)}
-    removed = [
-        f"{kind}[{f.get('code')}]"
+    removed = {
+        f.get("code"): f"{kind}[{f.get('code')}]"
         for kind in ("dataFields", "derivedFields")
         for f in current.get(kind) or []
         if f.get("code") not in desired
-    ]
-    removed_codes = {r.split("[", 1)[1].rstrip("]") for r in removed}
+    }
     aggregations = aggregations_by_meter(client, [current["id"]]).get(current["id"], [])
-    targeting = [a for a in aggregations if a.get("targetField") in removed_codes] or aggregations
+    by_field: dict[str, list[str]] = {}
+    for aggregation in aggregations:
+        if aggregation.get("targetField") in removed:
+            by_field.setdefault(removed[aggregation["targetField"]], []).append(
+                _aggregation_label(aggregation)
+            )
+    if by_field:
+        details = "; ".join(f"{f} is targeted by aggregation(s) {', '.join(a)}" for f, a in by_field.items())
+    else:  # m3ter saw a use this look-up cannot (e.g. a segment): say all we know
+        used_by = ", ".join(map(_aggregation_label, aggregations)) or "(none found)"
+        details = (
+            f"it removes {', '.join(removed.values()) or '(no field)'}; the meter's aggregations: {used_by}"
+        )
     message = (
         f"m3ter refused to update meter '{meter.code}' because the change breaks configuration: "
-        f"it removes {', '.join(removed) or 'no field the definitions can see'}, targeted by "
-        f"aggregation(s) {', '.join(map(_aggregation_label, targeting)) or '(none found)'}. Keep the "
-        f"field(s), or change or delete those aggregations first. m3ter said: {error.message}"
+        f"{details}. Keep the field(s), or change or delete those aggregations first. "
+        f"m3ter said: {error.message}"
     )
     return MeterBreaksConfigurationError(message, cause=error)
 

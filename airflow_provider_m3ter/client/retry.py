@@ -3,6 +3,7 @@
 | outcome | rule |
 |---|---|
 | 5XX, connection error, timeout | retry; wait uniform(0, min(max_wait, 0.5 * 2**n)) (full jitter) |
+| TLS certificate error | never retried (a configuration problem) |
 | 429 | retry; wait min(max_wait, max(3**n, Retry-After)): 1 s, 3 s, 9 s ... |
 | 403 on an authenticated call | once per call: drop the token, fetch a new one, retry at once |
 | 413 | never retried here (``M3terPayloadTooLargeError``; the caller shrinks the request) |
@@ -185,7 +186,7 @@ class CallState:
 
     def token_may_refresh(self) -> bool:
         """Whether a 403 now should cause the call's one token refresh and retry."""
-        return self.authenticated and self.refresh_on_403
+        return self.authenticated and self.refresh_on_403 and not self.token_refreshed
 
 
 def _kind(rs: RetryCallState, call: CallState) -> str:
@@ -193,7 +194,9 @@ def _kind(rs: RetryCallState, call: CallState) -> str:
     outcome = rs.outcome
     assert outcome is not None
     if outcome.failed:
-        return "network" if isinstance(outcome.exception(), NETWORK_ERRORS) else "final"
+        exc = outcome.exception()
+        retryable = isinstance(exc, NETWORK_ERRORS) and not isinstance(exc, requests.exceptions.SSLError)
+        return "network" if retryable else "final"
     status = outcome.result().status_code
     if status == 429:
         return "throttled"
@@ -256,14 +259,13 @@ class stop_m3ter(stop_base):  # tenacity's naming style
 
 
 def _describe(rs: RetryCallState) -> str:
-    """The outcome in words for a log line (status and reason, or the exception type)."""
+    """The outcome in words for a log line: ``returned 500 Internal Server Error`` or the exception type."""
     outcome = rs.outcome
     assert outcome is not None
     if outcome.failed:
-        exc = outcome.exception()
-        return f"{type(exc).__name__}"
+        return f"call failed with {type(outcome.exception()).__name__}"
     status = outcome.result().status_code
-    return f"{status} {reason_phrase(status)}".strip()
+    return f"returned {status} {reason_phrase(status)}".strip()
 
 
 def build_retrying(

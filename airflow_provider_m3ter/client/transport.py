@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json as jsonlib
 import logging
+import os
 import random
 import threading
 import time
@@ -18,10 +19,12 @@ from urllib.parse import quote, urlsplit
 
 import requests
 from requests.adapters import HTTPAdapter
+from requests.utils import get_environ_proxies
 
 from airflow_provider_m3ter import __version__
 from airflow_provider_m3ter.client.auth import BearerAuth, TokenProvider, read_token_response
 from airflow_provider_m3ter.client.errors import (
+    M3terFinalError,
     M3terPayloadTooLargeError,
     M3terTransientError,
     error_for_status,
@@ -85,6 +88,7 @@ class Transport:
         self._session = session
         self._owns_session = session is None
         self._session_lock = threading.Lock()
+        self._proxies: dict[str, dict[str, str]] = {}
         self._tokens = TokenProvider(
             self._fetch_token, clock=clock, refresh_margin=settings.token_refresh_margin, on_secret=on_secret
         )
@@ -122,7 +126,14 @@ class Transport:
                 )
                 session.mount("https://", adapter)
                 session.mount("http://", adapter)
-                session.verify = self.settings.verify_tls
+                # Read proxy and CA-bundle settings from the environment once, not on every request
+                # (requests' per-request lookup costs more CPU than the rest of the client).
+                session.trust_env = False
+                self._proxies = {api: get_environ_proxies(self.url("/", api)) for api in ("config", "ingest")}
+                verify = self.settings.verify_tls
+                if verify is True:
+                    verify = os.environ.get("REQUESTS_CA_BUNDLE") or os.environ.get("CURL_CA_BUNDLE") or True
+                session.verify = verify
                 self._session = session
             return self._session
 
@@ -157,6 +168,13 @@ class Transport:
     ) -> Any:
         """Send one logical call and return its parsed JSON (see ``M3terClient.request``).
 
+        :param method: HTTP method.
+        :param path: relative to ``/organizations/{orgId}/`` unless it starts with ``/``.
+        :param params: query parameters.
+        :param json: a JSON-serializable body, encoded once.
+        :param api: ``"config"`` or ``"ingest"``.
+        :param data: a pre-encoded body or form fields.
+        :param headers: extra request headers.
         :param refresh_on_403: whether a 403 may trigger the call's one token refresh.
         :param oversize_403: a 403 means the body was too large (m3ter's ingest answer to that).
         """
@@ -217,12 +235,15 @@ class Transport:
         try:
             return retrying(self._attempt, call, api, method, url, authenticated=authenticated, **kwargs)
         except NETWORK_ERRORS as exc:
-            # Only the exception type: requests' texts repeat the URL and pool internals.
-            raise M3terTransientError(
+            # A certificate problem is configuration, not bad luck: no retry, a final error.
+            cls = M3terFinalError if isinstance(exc, requests.exceptions.SSLError) else M3terTransientError
+            detail = str(exc)
+            detail = detail if len(detail) <= 400 else detail[:400] + "..."
+            raise cls(
                 None,
                 method,
                 call.path,
-                f"{type(exc).__name__} (no response)",
+                f"{type(exc).__name__}: {detail}",
                 call.attempts,
                 note=call.stop_reason,
             ) from exc
@@ -253,7 +274,8 @@ class Transport:
         timeout = min(self.settings.timeout, max(1.0, call.deadline_at - self._clock()))
         started = time.perf_counter()
         try:
-            response = self.session.request(
+            session = self.session
+            response = session.request(
                 method,
                 url,
                 params=params,
@@ -262,6 +284,7 @@ class Transport:
                 auth=auth,
                 timeout=timeout,
                 allow_redirects=False,
+                proxies=self._proxies.get(api),
             )
         except NETWORK_ERRORS as exc:
             call.failures += 1

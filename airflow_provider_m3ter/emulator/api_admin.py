@@ -37,41 +37,52 @@ async def optional_json(request: Request) -> dict[str, Any]:
 
 @router.get("/health")
 async def health(request: Request) -> Response:
-    """Liveness check."""
+    """Liveness check.
+
+    :param request: the incoming request.
+    """
     return json_response({"status": "ok", "org_id": state_of(request).options.org_id})
 
 
 @router.get("/stats")
 async def stats(request: Request) -> Response:
-    """Counters: stored/received/duplicate measurements, requests by route and status, faults, 429s."""
+    """Counters: stored/received/duplicate measurements, requests by route and status, faults, 429s.
+
+    :param request: the incoming request.
+    """
     state = state_of(request)
-    return json_response(state.stats.view(len(state.measurements)))
+    return json_response(state.stats.view(state.measurements_stored))
 
 
 @router.get("/measurements")
 async def measurements(request: Request) -> Response:
-    """Stored measurements in arrival order; optional ``offset``/``limit``, ``meter``, ``account``."""
+    """Stored measurements in arrival order; optional ``offset``/``limit``, ``meter``, ``account``.
+
+    :param request: the incoming request.
+    """
     state = state_of(request)
     query = request.query_params
-    rows = state.measurements
     meter, account = query.get("meter"), query.get("account")
+    offset = int(query.get("offset") or 0)
+    limit = None if query.get("limit") is None else int(query["limit"])
     if meter or account:
-        decoded = [json.loads(row) for row in rows]
         rows = [
-            json.dumps(m, separators=(",", ":"), ensure_ascii=False)
-            for m in decoded
+            m
+            for m in state.stored_measurements()
             if (not meter or m["meter"] == meter) and (not account or m["account"] == account)
         ]
-    offset = int(query.get("offset") or 0)
-    limit = query.get("limit")
-    rows = rows[offset : None if limit is None else offset + int(limit)]
-    body = '{"data":[' + ",".join(rows) + "]}"
-    return Response(body, media_type="application/json")
+        rows = rows[offset : None if limit is None else offset + limit]
+    else:
+        rows = state.stored_measurements(offset, limit)
+    return json_response({"data": rows})
 
 
 @router.post("/reset")
 async def reset(request: Request) -> Response:
-    """Clear all state (start-up options kept; faults, limits and job mode back to start-up values)."""
+    """Clear all state (start-up options kept; faults, limits and job mode back to start-up values).
+
+    :param request: the incoming request.
+    """
     body = await optional_json(request)
     state_of(request).reset(keep_tokens=bool(body.get("keep_tokens")))
     return json_response({"reset": True})
@@ -79,13 +90,19 @@ async def reset(request: Request) -> Response:
 
 @router.get("/faults")
 async def get_faults(request: Request) -> Response:
-    """The active fault plan."""
+    """The active fault plan.
+
+    :param request: the incoming request.
+    """
     return json_response(state_of(request).faults.describe())
 
 
 @router.post("/faults")
 async def set_faults(request: Request) -> Response:
-    """Replace the fault plan (``{}`` clears it)."""
+    """Replace the fault plan (``{}`` clears it).
+
+    :param request: the incoming request.
+    """
     state = state_of(request)
     state.faults = FaultPlan.from_body(await optional_json(request))
     return json_response(state.faults.describe())
@@ -93,13 +110,19 @@ async def set_faults(request: Request) -> Response:
 
 @router.get("/limits")
 async def get_limits(request: Request) -> Response:
-    """The active rate limits."""
+    """The active rate limits.
+
+    :param request: the incoming request.
+    """
     return json_response(state_of(request).limits.describe())
 
 
 @router.post("/limits")
 async def set_limits(request: Request) -> Response:
-    """Replace the rate limits (counters restart)."""
+    """Replace the rate limits (counters restart).
+
+    :param request: the incoming request.
+    """
     state = state_of(request)
     state.limits = RateLimits.from_body(await optional_json(request), base=RateLimits())
     return json_response(state.limits.describe())
@@ -107,19 +130,28 @@ async def set_limits(request: Request) -> Response:
 
 @router.post("/tokens/expire")
 async def expire_tokens(request: Request) -> Response:
-    """Make every issued token expired."""
+    """Make every issued token expired.
+
+    :param request: the incoming request.
+    """
     return json_response({"expired": state_of(request).expire_tokens()})
 
 
 @router.post("/validate")
 async def validate_now(request: Request) -> Response:
-    """Run the asynchronous validation of every queued measurement now."""
+    """Run the asynchronous validation of every queued measurement now.
+
+    :param request: the incoming request.
+    """
     return json_response({"validated": state_of(request).validate_pending(force=True)})
 
 
 @router.post("/jobs/outcome")
 async def job_outcome(request: Request) -> Response:
-    """Set how jobs of one kind created from now on end (``succeeded`` or ``failed``)."""
+    """Set how jobs of one kind created from now on end (``succeeded`` or ``failed``).
+
+    :param request: the incoming request.
+    """
     state = state_of(request)
     body = await optional_json(request)
     kind = body.get("kind")
@@ -131,7 +163,10 @@ async def job_outcome(request: Request) -> Response:
 
 @router.post("/jobs/mode")
 async def job_mode(request: Request) -> Response:
-    """Switch job progression between ``time`` and ``manual`` (and set the step length)."""
+    """Switch job progression between ``time`` and ``manual`` (and set the step length).
+
+    :param request: the incoming request.
+    """
     state = state_of(request)
     body = await optional_json(request)
     mode = body.get("mode", state.job_mode)
@@ -145,7 +180,11 @@ async def job_mode(request: Request) -> Response:
 
 @router.get("/jobs/{id}")
 async def job_detail(request: Request, id: str) -> Response:
-    """Any job with its kind, outcome and (for uploads) the row problems found."""
+    """Any job with its kind, outcome and (for uploads) the row problems found.
+
+    :param request: the incoming request.
+    :param id: the entity or job id from the path.
+    """
     job = state_of(request).jobs.get(id)
     if job is None:
         raise not_found("Job", id)
@@ -154,7 +193,11 @@ async def job_detail(request: Request, id: str) -> Response:
 
 @router.post("/jobs/{id}/advance")
 async def advance_job(request: Request, id: str) -> Response:
-    """Step a job one state, or to ``status``; ``outcome`` decides how it ends."""
+    """Step a job one state, or to ``status``; ``outcome`` decides how it ends.
+
+    :param request: the incoming request.
+    :param id: the entity or job id from the path.
+    """
     state = state_of(request)
     job = state.jobs.get(id)
     if job is None:
@@ -172,7 +215,10 @@ async def advance_job(request: Request, id: str) -> Response:
 
 @router.post("/snapshot")
 async def snapshot(request: Request) -> Response:
-    """Write the state to ``path`` (default: the ``--snapshot`` file)."""
+    """Write the state to ``path`` (default: the ``--snapshot`` file).
+
+    :param request: the incoming request.
+    """
     state = state_of(request)
     body = await optional_json(request)
     path = body.get("path") or state.options.snapshot

@@ -111,13 +111,19 @@ def aggregations_using(state: EmulatorState, meter_id: str) -> list[dict[str, An
 
 @router.get("/meters")
 async def list_meters(request: Request) -> Response:
-    """List meters, newest first; filters ``codes``, ``ids``, ``productId``."""
+    """List meters, newest first; filters ``codes``, ``ids``, ``productId``.
+
+    :param request: the incoming request.
+    """
     return list_page(request, "meters", "codes", "ids", "productId")
 
 
 @router.post("/meters")
 async def create_meter(request: Request) -> Response:
-    """Create a meter."""
+    """Create a meter.
+
+    :param request: the incoming request.
+    """
     state = state_of(request)
     meter = check_meter(state, await read_json(request))
     return json_response(state.stores["meters"].add(state.stamp_new(meter)))
@@ -125,13 +131,21 @@ async def create_meter(request: Request) -> Response:
 
 @router.get("/meters/{id}")
 async def get_meter(request: Request, id: str) -> Response:
-    """Retrieve a meter by id."""
+    """Retrieve a meter by id.
+
+    :param request: the incoming request.
+    :param id: the entity or job id from the path.
+    """
     return json_response(state_of(request).stores["meters"].get(id))
 
 
 @router.put("/meters/{id}")
 async def update_meter(request: Request, id: str) -> Response:
-    """Replace a meter (``version`` must match); refuse to drop fields aggregations use."""
+    """Replace a meter (``version`` must match); refuse to drop fields aggregations use.
+
+    :param request: the incoming request.
+    :param id: the entity or job id from the path.
+    """
     state = state_of(request)
     stored = state.stores["meters"].get(id)
     body = await read_json(request)
@@ -149,7 +163,11 @@ async def update_meter(request: Request, id: str) -> Response:
 
 @router.delete("/meters/{id}")
 async def delete_meter(request: Request, id: str) -> Response:
-    """Delete a meter that no aggregation uses."""
+    """Delete a meter that no aggregation uses.
+
+    :param request: the incoming request.
+    :param id: the entity or job id from the path.
+    """
     state = state_of(request)
     state.stores["meters"].get(id)
     used = aggregations_using(state, id)
@@ -161,13 +179,19 @@ async def delete_meter(request: Request, id: str) -> Response:
 # ---- accounts -------------------------------------------------------------------------------
 @router.get("/accounts")
 async def list_accounts(request: Request) -> Response:
-    """List accounts, newest first; filters ``codes``, ``ids``."""
+    """List accounts, newest first; filters ``codes``, ``ids``.
+
+    :param request: the incoming request.
+    """
     return list_page(request, "accounts", "codes", "ids")
 
 
 @router.post("/accounts")
 async def create_account(request: Request) -> Response:
-    """Create an account."""
+    """Create an account.
+
+    :param request: the incoming request.
+    """
     state = state_of(request)
     account = check_body(await read_json(request), "AccountRequest")
     unique_code(state, "accounts", account["code"], "Account")
@@ -176,20 +200,30 @@ async def create_account(request: Request) -> Response:
 
 @router.get("/accounts/{id}")
 async def get_account(request: Request, id: str) -> Response:
-    """Retrieve an account by id."""
+    """Retrieve an account by id.
+
+    :param request: the incoming request.
+    :param id: the entity or job id from the path.
+    """
     return json_response(state_of(request).stores["accounts"].get(id))
 
 
 # ---- aggregations ---------------------------------------------------------------------------
 @router.get("/aggregations")
 async def list_aggregations(request: Request) -> Response:
-    """List aggregations, newest first; filters ``codes``, ``ids``, ``meterId`` (emulator extra)."""
+    """List aggregations, newest first; filters ``codes``, ``ids``, ``meterId`` (emulator extra).
+
+    :param request: the incoming request.
+    """
     return list_page(request, "aggregations", "codes", "ids", "meterId")
 
 
 @router.post("/aggregations")
 async def create_aggregation(request: Request) -> Response:
-    """Create an aggregation whose ``targetField`` is a field of its meter."""
+    """Create an aggregation whose ``targetField`` is a field of its meter.
+
+    :param request: the incoming request.
+    """
     state = state_of(request)
     aggregation = check_body(await read_json(request), "AggregationRequest")
     meter = state.stores["meters"].items.get(aggregation["meterId"])
@@ -206,26 +240,40 @@ async def create_aggregation(request: Request) -> Response:
 
 @router.get("/aggregations/{id}")
 async def get_aggregation(request: Request, id: str) -> Response:
-    """Retrieve an aggregation by id."""
+    """Retrieve an aggregation by id.
+
+    :param request: the incoming request.
+    :param id: the entity or job id from the path.
+    """
     return json_response(state_of(request).stores["aggregations"].get(id))
 
 
 @router.delete("/aggregations/{id}")
 async def delete_aggregation(request: Request, id: str) -> Response:
-    """Delete an aggregation."""
+    """Delete an aggregation.
+
+    :param request: the incoming request.
+    :param id: the entity or job id from the path.
+    """
     return json_response(state_of(request).stores["aggregations"].delete(id))
 
 
 # ---- products and plans ---------------------------------------------------------------------
 @router.get("/products")
 async def list_products(request: Request) -> Response:
-    """List products, newest first (``pageSize`` up to 200); filter ``ids``."""
+    """List products, newest first (``pageSize`` up to 200); filter ``ids``.
+
+    :param request: the incoming request.
+    """
     return list_page(request, "products", "ids", "codes", maximum=200)
 
 
 @router.post("/products")
 async def create_product(request: Request) -> Response:
-    """Create a product."""
+    """Create a product.
+
+    :param request: the incoming request.
+    """
     state = state_of(request)
     product = check_body(await read_json(request), "ProductRequest")
     unique_code(state, "products", product["code"], "Product")
@@ -234,19 +282,29 @@ async def create_product(request: Request) -> Response:
 
 @router.get("/products/{id}")
 async def get_product(request: Request, id: str) -> Response:
-    """Retrieve a product by id."""
+    """Retrieve a product by id.
+
+    :param request: the incoming request.
+    :param id: the entity or job id from the path.
+    """
     return json_response(state_of(request).stores["products"].get(id))
 
 
 @router.get("/plans")
 async def list_plans(request: Request) -> Response:
-    """List plans, newest first; filters ``ids``, ``productId``, ``accountId``, ``codes`` (emulator extra)."""
+    """List plans, newest first; filters ``ids``, ``productId``, ``accountId``, ``codes`` (emulator extra).
+
+    :param request: the incoming request.
+    """
     return list_page(request, "plans", "ids", "codes", "productId", "accountId")
 
 
 @router.post("/plans")
 async def create_plan(request: Request) -> Response:
-    """Create a plan."""
+    """Create a plan.
+
+    :param request: the incoming request.
+    """
     state = state_of(request)
     plan = check_body(await read_json(request), "PlanRequest")
     unique_code(state, "plans", plan["code"], "Plan")
@@ -255,5 +313,9 @@ async def create_plan(request: Request) -> Response:
 
 @router.get("/plans/{id}")
 async def get_plan(request: Request, id: str) -> Response:
-    """Retrieve a plan by id."""
+    """Retrieve a plan by id.
+
+    :param request: the incoming request.
+    :param id: the entity or job id from the path.
+    """
     return json_response(state_of(request).stores["plans"].get(id))

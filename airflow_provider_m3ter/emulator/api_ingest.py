@@ -20,6 +20,6 @@ async def submit_measurements(request: Request) -> Response:
     """
     state = state_of(request)
     state.stats.ingest_requests += 1
-    measurements = check_submission(await request.body())
-    state.ingest(measurements)
+    raw = await request.body()
+    state.ingest(check_submission(raw), raw)
     return Response(_ACCEPTED, media_type="application/json")

@@ -63,7 +63,10 @@ def job_page(request: Request, kind: str, status_filter: str | None = None) -> R
 # ---- file uploads ---------------------------------------------------------------------------
 @router.post("/fileuploads/measurements/generateUploadUrl")
 async def generate_upload_url(request: Request) -> Response:
-    """Create a file-upload job and a signed URL (served by this emulator) to PUT the file to."""
+    """Create a file-upload job and a signed URL (served by this emulator) to PUT the file to.
+
+    :param request: the incoming request.
+    """
     state = state_of(request)
     body = check_body(await read_json(request), "GetUploadUrlRequest")
     job = state.create_job(
@@ -92,7 +95,11 @@ async def generate_upload_url(request: Request) -> Response:
 
 @upload_router.put("/_upload/{token}")
 async def put_upload(request: Request, token: str) -> Response:
-    """Receive an uploaded file (no bearer token: the URL and headers are the credentials)."""
+    """Receive an uploaded file (no bearer token: the URL and headers are the credentials).
+
+    :param request: the incoming request.
+    :param token: the signed token in the upload URL.
+    """
     state = state_of(request)
     upload = state.uploads.get(token)
     if upload is None:
@@ -120,20 +127,30 @@ async def put_upload(request: Request, token: str) -> Response:
 
 @router.get("/fileuploads/measurements/jobs")
 async def list_upload_jobs(request: Request) -> Response:
-    """List file-upload jobs, newest first."""
+    """List file-upload jobs, newest first.
+
+    :param request: the incoming request.
+    """
     return job_page(request, "fileupload")
 
 
 @router.get("/fileuploads/measurements/jobs/{id}")
 async def get_upload_job(request: Request, id: str) -> Response:
-    """The status and row counts of a file-upload job."""
+    """The status and row counts of a file-upload job.
+
+    :param request: the incoming request.
+    :param id: the entity or job id from the path.
+    """
     return json_response(find_job(state_of(request), "fileupload", id, "File upload job").view())
 
 
 # ---- bill jobs ------------------------------------------------------------------------------
 @router.post("/billjobs")
 async def create_bill_job(request: Request) -> Response:
-    """Start a bill job; the 11th job running at once gets 429."""
+    """Start a bill job; the 11th job running at once gets 429.
+
+    :param request: the incoming request.
+    """
     state = state_of(request)
     body = check_body(await read_json(request), "BillJobRequest")
     if state.running_bill_jobs() >= MAX_RUNNING_BILL_JOBS:
@@ -147,19 +164,30 @@ async def create_bill_job(request: Request) -> Response:
 
 @router.get("/billjobs")
 async def list_bill_jobs(request: Request) -> Response:
-    """List bill jobs, newest first; filter ``status``."""
+    """List bill jobs, newest first; filter ``status``.
+
+    :param request: the incoming request.
+    """
     return job_page(request, "billjob", request.query_params.get("status"))
 
 
 @router.get("/billjobs/{id}")
 async def get_bill_job(request: Request, id: str) -> Response:
-    """Retrieve a bill job."""
+    """Retrieve a bill job.
+
+    :param request: the incoming request.
+    :param id: the entity or job id from the path.
+    """
     return json_response(find_job(state_of(request), "billjob", id, "Bill job").view())
 
 
 @router.post("/billjobs/{id}/cancel")
 async def cancel_bill_job(request: Request, id: str) -> Response:
-    """Cancel a bill job that has not finished."""
+    """Cancel a bill job that has not finished.
+
+    :param request: the incoming request.
+    :param id: the entity or job id from the path.
+    """
     state = state_of(request)
     job = find_job(state, "billjob", id, "Bill job")
     if job.terminal:
@@ -171,7 +199,10 @@ async def cancel_bill_job(request: Request, id: str) -> Response:
 # ---- data exports ---------------------------------------------------------------------------
 @router.post("/dataexports/adhoc")
 async def trigger_data_export(request: Request) -> Response:
-    """Start an ad-hoc data export job."""
+    """Start an ad-hoc data export job.
+
+    :param request: the incoming request.
+    """
     state = state_of(request)
     body = await read_json(request)
     adhoc = validator().document["paths"]["/organizations/{orgId}/dataexports/adhoc"]["post"]
@@ -185,7 +216,11 @@ async def trigger_data_export(request: Request) -> Response:
 
 @router.get("/dataexports/jobs/{id}")
 async def get_data_export_job(request: Request, id: str) -> Response:
-    """Retrieve a data export job."""
+    """Retrieve a data export job.
+
+    :param request: the incoming request.
+    :param id: the entity or job id from the path.
+    """
     return json_response(find_job(state_of(request), "dataexport", id, "Data export job").view())
 
 
@@ -220,5 +255,9 @@ async def list_events(request: Request) -> Response:
 
 @router.get("/events/{id}")
 async def get_event(request: Request, id: str) -> Response:
-    """Retrieve an event."""
+    """Retrieve an event.
+
+    :param request: the incoming request.
+    :param id: the entity or job id from the path.
+    """
     return json_response(state_of(request).stores["events"].get(id))

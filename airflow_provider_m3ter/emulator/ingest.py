@@ -18,10 +18,52 @@ STRING_MAPS = ("who", "where", "what", "other", "metadata")
 NUMBER_MAPS = ("measure", "cost", "income")
 CATEGORY_OF_MAP = {name: name.upper() for name in (*STRING_MAPS, *NUMBER_MAPS)}
 NUMERIC_CATEGORIES = frozenset({"MEASURE", "COST", "INCOME"})
-FIELDS = frozenset({"uid", "meter", "account", "ts", "ets", *STRING_MAPS, *NUMBER_MAPS})
 _CODE = re.compile(next(v for k, v in JAVA_PATTERNS.items() if "Cntrl" in k))
 
 EVENT_NAME = "ingest.validation.failure"
+_EMPTY: frozenset[str] = frozenset()
+
+
+_OPTIONAL_KINDS = {
+    "uid": "uid",
+    "ets": "ets",
+    **{name: "strings" for name in STRING_MAPS},
+    **{name: "numbers" for name in NUMBER_MAPS},
+}
+_REQUIRED = ("meter", "account", "ts")
+# Codes and timestamps repeat a lot in real traffic: remember the valid ones (bounded).
+_known_good: set[str] = set()
+_KNOWN_GOOD_LIMIT = 200_000
+
+
+def _code_problem(value: Any) -> str | None:
+    if type(value) is not str:
+        return "must be a string"
+    if value in _known_good:
+        return None
+    if not 1 <= len(value) <= MAX_CODE:
+        return f"must be 1 to {MAX_CODE} characters"
+    if not _CODE.match(value):
+        return "must have no control characters and no leading or trailing whitespace"
+    _remember(value)
+    return None
+
+
+def _timestamp_problem(value: Any) -> str | None:
+    if type(value) is not str:
+        return "must be an ISO-8601 date-time string"
+    if value in _known_good:
+        return None
+    if parse_datetime(value) is None:
+        return "must be an ISO-8601 date-time string"
+    _remember(value)
+    return None
+
+
+def _remember(value: str) -> None:
+    if len(_known_good) >= _KNOWN_GOOD_LIMIT:
+        _known_good.clear()
+    _known_good.add(value)
 
 
 def measurement_problem(m: Any) -> tuple[str, str] | None:
@@ -33,53 +75,44 @@ def measurement_problem(m: Any) -> tuple[str, str] | None:
     """
     if type(m) is not dict:
         return "", "must be a JSON object"
-    for key in m:
-        if key not in FIELDS:
-            return key, "is not a measurement field"
-    for key in ("meter", "account"):
+    for key in _REQUIRED:
         value = m.get(key)
         if value is None:
             return key, "is required"
-        if type(value) is not str:
-            return key, "must be a string"
-        if not 1 <= len(value) <= MAX_CODE:
-            return key, f"must be 1 to {MAX_CODE} characters"
-        if not _CODE.match(value):
-            return key, "must have no control characters and no leading or trailing whitespace"
-    ts = m.get("ts")
-    if ts is None:
-        return "ts", "is required"
-    if type(ts) is not str or parse_datetime(ts) is None:
-        return "ts", "must be an ISO-8601 date-time string"
-    ets = m.get("ets")
-    if ets is not None and (type(ets) is not str or parse_datetime(ets) is None):
-        return "ets", "must be an ISO-8601 date-time string"
-    uid = m.get("uid")
-    if uid is not None:
-        if type(uid) is not str:
-            return "uid", "must be a string"
-        if len(uid) > MAX_UID:
-            return "uid", f"must be at most {MAX_UID} characters (got {len(uid)})"
-    for name in STRING_MAPS:
-        values = m.get(name)
-        if values is None:
+        problem = _timestamp_problem(value) if key == "ts" else _code_problem(value)
+        if problem is not None:
+            return key, problem
+    for key, value in m.items():
+        kind = _OPTIONAL_KINDS.get(key)
+        if kind is None:
+            if key in _REQUIRED:
+                continue
+            return key, "is not a measurement field"
+        if value is None:
             continue
-        if type(values) is not dict:
-            return name, "must be an object of string values"
-        for key, value in values.items():
+        if kind == "strings":
+            if type(value) is not dict:
+                return key, "must be an object of string values"
+            for name, text in value.items():
+                if type(text) is not str:
+                    return f"{key}.{name}", "must be a string"
+                if key == "metadata" and len(text) > MAX_METADATA_VALUE:
+                    return f"{key}.{name}", f"must be at most {MAX_METADATA_VALUE} characters"
+        elif kind == "numbers":
+            if type(value) is not dict:
+                return key, "must be an object of numeric values"
+            for name, number in value.items():
+                if type(number) is not int and type(number) is not float:
+                    return f"{key}.{name}", "must be a number"
+        elif kind == "uid":
             if type(value) is not str:
-                return f"{name}.{key}", "must be a string"
-            if name == "metadata" and len(value) > MAX_METADATA_VALUE:
-                return f"{name}.{key}", f"must be at most {MAX_METADATA_VALUE} characters"
-    for name in NUMBER_MAPS:
-        values = m.get(name)
-        if values is None:
-            continue
-        if type(values) is not dict:
-            return name, "must be an object of numeric values"
-        for key, value in values.items():
-            if type(value) not in (int, float):
-                return f"{name}.{key}", "must be a number"
+                return key, "must be a string"
+            if len(value) > MAX_UID:
+                return key, f"must be at most {MAX_UID} characters (got {len(value)})"
+        else:
+            problem = _timestamp_problem(value)
+            if problem is not None:
+                return key, problem
     return None
 
 
@@ -128,7 +161,9 @@ def meter_field_codes(meter: dict[str, Any]) -> dict[str, set[str]]:
     return codes
 
 
-def meter_failures(m: dict[str, Any], meter: dict[str, Any] | None, duplicate: bool) -> list[tuple[str, str]]:
+def meter_failures(
+    m: dict[str, Any], meter: dict[str, Any] | None, codes: dict[str, set[str]], duplicate: bool
+) -> list[tuple[str, str]]:
     """Problems found when a stored measurement is checked against its meter.
 
     Failure types: ``DuplicateUid`` (uid already ingested), ``UndefinedMeter`` (no meter with that
@@ -139,6 +174,7 @@ def meter_failures(m: dict[str, Any], meter: dict[str, Any] | None, duplicate: b
 
     :param m: the measurement.
     :param meter: the meter its ``meter`` code names (None when there is none).
+    :param codes: the meter's field codes by category (from :func:`meter_field_codes`).
     :param duplicate: whether its uid had been ingested before.
     """
     if duplicate:
@@ -146,14 +182,17 @@ def meter_failures(m: dict[str, Any], meter: dict[str, Any] | None, duplicate: b
     if meter is None:
         return [("UndefinedMeter", f"no meter has the code {m['meter']!r}")]
     failures: list[tuple[str, str]] = []
-    codes = meter_field_codes(meter)
     seen: dict[str, str] = {}
     for name, category in CATEGORY_OF_MAP.items():
-        for key in m.get(name) or {}:
+        values = m.get(name)
+        if not values:
+            continue
+        allowed = codes.get(category, _EMPTY)
+        for key in values:
             if key in seen:
                 failures.append(("DuplicateField", f"field {key!r} appears in both {seen[key]} and {name}"))
             seen[key] = name
-            if key not in codes.get(category, set()):
+            if key not in allowed:
                 failures.append(("UndefinedField", f"{name}.{key} is not a {category} field of the meter"))
     for item in meter.get("dataFields", []):
         category = item["category"]

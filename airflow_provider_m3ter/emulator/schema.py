@@ -173,9 +173,13 @@ class SchemaValidator:
             f"{where}.{name}: is required" for name in schema.get("required", []) if name not in value
         ]
         properties = schema.get("properties", {})
+        required = schema.get("required", ())
         for name, sub in properties.items():
-            if name in value:
-                problems += self.errors(value[name], sub, f"{where}.{name}")
+            if name not in value:
+                continue
+            if value[name] is None and name not in required:
+                continue  # like m3ter's JSON binding, an optional field sent as null is absent
+            problems += self.errors(value[name], sub, f"{where}.{name}")
         extra = schema.get("additionalProperties")
         if isinstance(extra, dict):
             for name, item in value.items():

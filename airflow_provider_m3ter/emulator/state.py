@@ -6,7 +6,8 @@ import json
 import secrets
 import threading
 import time
-from collections import Counter, deque
+from array import array
+from collections import deque
 from typing import Any
 
 from airflow_provider_m3ter.emulator.faults import FaultPlan
@@ -15,10 +16,12 @@ from airflow_provider_m3ter.emulator.ingest import (
     failure_event_detail,
     measurement_problem,
     meter_failures,
+    meter_field_codes,
 )
 from airflow_provider_m3ter.emulator.jobs import Job
 from airflow_provider_m3ter.emulator.limits import RateLimits
 from airflow_provider_m3ter.emulator.options import EmulatorOptions
+from airflow_provider_m3ter.emulator.stats import Stats
 from airflow_provider_m3ter.emulator.store import EntityStore, new_id, now_iso
 
 ENTITY_KINDS = {
@@ -30,43 +33,6 @@ ENTITY_KINDS = {
     "events": "Event",
 }
 _dumps = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode
-
-
-class Stats:
-    """Counters behind ``GET /_emulator/stats``."""
-
-    def __init__(self) -> None:
-        self.measurements_received = 0
-        self.duplicates_received = 0
-        self.ingest_requests = 0
-        self.tokens_issued = 0
-        self.requests: dict[str, Counter[str]] = {}
-        self.faults_injected: Counter[str] = Counter()
-        self.rate_limited: Counter[str] = Counter({"org": 0, "ingest_ip": 0, "config_ip": 0})
-
-    def count_request(self, route: str, outcome: str) -> None:
-        """Count one answered request.
-
-        :param route: ``"<METHOD> <route template>"``.
-        :param outcome: the status code as text, or ``drop``.
-        """
-        self.requests.setdefault(route, Counter())[outcome] += 1
-
-    def view(self, measurements_stored: int) -> dict[str, Any]:
-        """The JSON body of ``GET /_emulator/stats``.
-
-        :param measurements_stored: how many distinct measurements are stored.
-        """
-        return {
-            "measurements_stored": measurements_stored,
-            "measurements_received": self.measurements_received,
-            "duplicates_received": self.duplicates_received,
-            "ingest_requests": self.ingest_requests,
-            "tokens_issued": self.tokens_issued,
-            "requests": {route: dict(counts) for route, counts in self.requests.items()},
-            "faults_injected": dict(self.faults_injected),
-            "rate_limited": dict(self.rate_limited),
-        }
 
 
 class EmulatorState:
@@ -93,7 +59,8 @@ class EmulatorState:
         with self.lock:
             self.stores = {name: EntityStore(kind) for name, kind in ENTITY_KINDS.items()}
             self.account_ids_by_code: dict[str, str] = {}
-            self.measurements: list[str] = []
+            self.chunks: list[tuple[bytes, array[int] | None, int]] = []
+            self.measurements_stored = 0
             self.uids: set[str] = set()
             self.pending: deque[tuple[float, dict[str, Any], bool]] = deque()
             self.jobs: dict[str, Job] = {}
@@ -176,32 +143,60 @@ class EmulatorState:
         return account
 
     # ---- ingest ----------------------------------------------------------------------------
-    def ingest(self, measurements: list[dict[str, Any]]) -> None:
+    def ingest(self, measurements: list[dict[str, Any]], raw: bytes | None = None) -> None:
         """Store checked measurements once per uid and queue them for validation.
 
+        The request body is kept as received (with the positions of the non-duplicates), which is
+        cheaper in time and memory than re-encoding each measurement.
+
         :param measurements: measurements that passed the schema check.
+        :param raw: the body ``{"measurements": [...]}`` they were decoded from, if any.
         """
         due = time.monotonic() + self.options.validation_delay
-        stored = self.measurements
         uids = self.uids
         pending = self.pending
         accounts = self.account_ids_by_code
-        duplicates = 0
-        for m in measurements:
+        kept: list[int] = []
+        for index, m in enumerate(measurements):
             uid = m.get("uid")
             if uid is not None:
                 if uid in uids:
-                    duplicates += 1
                     pending.append((due, m, True))
                     continue
                 uids.add(uid)
-            stored.append(_dumps(m))
+            kept.append(index)
             pending.append((due, m, False))
             if m["account"] not in accounts:
                 # m3ter silently creates a skeleton account for an unknown code.
                 self.add_account({"code": m["account"], "name": m["account"]})
+        if kept:
+            if raw is None:
+                raw = _dumps({"measurements": measurements}).encode()
+            positions = None if len(kept) == len(measurements) else array("I", kept)
+            self.chunks.append((raw, positions, len(kept)))
+        self.measurements_stored += len(kept)
         self.stats.measurements_received += len(measurements)
-        self.stats.duplicates_received += duplicates
+        self.stats.duplicates_received += len(measurements) - len(kept)
+
+    def stored_measurements(self, offset: int = 0, limit: int | None = None) -> list[dict[str, Any]]:
+        """Stored measurements in arrival order, exactly as they were sent.
+
+        :param offset: how many to skip.
+        :param limit: the most to return (None: all).
+        """
+        out: list[dict[str, Any]] = []
+        skip = offset
+        for raw, positions, count in self.chunks:
+            if limit is not None and len(out) >= limit:
+                break
+            if skip >= count:
+                skip -= count
+                continue
+            rows = json.loads(raw)["measurements"]
+            chosen = rows if positions is None else [rows[i] for i in positions]
+            out += chosen[skip:]
+            skip = 0
+        return out if limit is None else out[:limit]
 
     def validate_pending(self, force: bool = False) -> int:
         """Check queued measurements against their meters; returns how many were checked.
@@ -212,14 +207,16 @@ class EmulatorState:
         pending = self.pending
         if not pending or (not force and pending[0][0] > now):
             return 0
-        meters = {meter["code"]: meter for meter in self.stores["meters"].items.values()}
+        meters = {
+            meter["code"]: (meter, meter_field_codes(meter)) for meter in self.stores["meters"].items.values()
+        }
         events = self.stores["events"]
         checked = 0
         while pending and (force or pending[0][0] <= now):
             _, m, duplicate = pending.popleft()
             checked += 1
-            meter = meters.get(m["meter"])
-            for failure_type, reason in meter_failures(m, meter, duplicate):
+            meter, codes = meters.get(m["meter"], (None, {}))
+            for failure_type, reason in meter_failures(m, meter, codes, duplicate):
                 detail = failure_event_detail(
                     m, failure_type, reason, meter, self.account_ids_by_code.get(m["account"])
                 )
@@ -338,7 +335,7 @@ class EmulatorState:
                 "format": 1,
                 "org_id": self.options.org_id,
                 "entities": {name: store.dump() for name, store in self.stores.items()},
-                "measurements": self.measurements,
+                "measurements": [_dumps(m) for m in self.stored_measurements()],
                 "uids": sorted(self.uids),
                 "jobs": [job.dump() for job in self.jobs.values()],
                 "uploads": self.uploads,
@@ -363,7 +360,10 @@ class EmulatorState:
                 if name in self.stores:
                     self.stores[name].load(entities)
             self.account_ids_by_code = {a["code"]: a["id"] for a in self.stores["accounts"].items.values()}
-            self.measurements = list(data.get("measurements", []))
+            saved = data.get("measurements", [])
+            if saved:
+                self.chunks = [(('{"measurements":[' + ",".join(saved) + "]}").encode(), None, len(saved))]
+            self.measurements_stored = len(saved)
             self.uids = set(data.get("uids", []))
             self.jobs = {job["id"]: Job.load(job) for job in data.get("jobs", [])}
             self.uploads = dict(data.get("uploads", {}))

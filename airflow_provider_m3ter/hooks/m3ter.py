@@ -12,6 +12,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+import re
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from functools import cache
@@ -267,8 +268,10 @@ class M3terHook(BaseHook):
             return ClientSettings(**kwargs)
         except M3terConfigurationError as err:
             place = _FIELD_PLACES.get(err.field or "", f"extra {err.field!r}" if err.field else "a field")
+            # name the connection's field instead of the ClientSettings attribute
+            reason = re.sub(r"^ClientSettings\.\w+:?\s*", "", err.message)
             raise M3terConfigurationError(
-                f"m3ter connection {conn_id!r}, {place}: {err.message}", field=err.field
+                f"m3ter connection {conn_id!r}, {place}: {reason}", field=err.field
             ) from None
 
     def get_client(self) -> M3terClient:

@@ -342,16 +342,22 @@ class M3terFileUploadOperator(BaseOperator):
         :param summary: the upload summary passed through the deferral.
         """
         summary = dict(summary or {})
-        status = (event or {}).get("status")
+        if event is None:
+            # resumed without the trigger's answer (the deferral was interrupted): look again
+            self.log.warning(
+                "Resumed without a trigger event; checking file-upload job %s again", summary.get("job_id")
+            )
+            return self.execute(context)
+        status = event.get("status")
         if status == "done":
-            return self._finish(CheckResult.from_dict(event["result"]), summary)  # type: ignore[index]
+            return self._finish(CheckResult.from_dict(event["result"]), summary)
         if status == "timeout":
             raise AirflowException(
                 f"file-upload job {summary.get('job_id')} did not finish within {self.wait_timeout:.0f} s "
-                f"({event.get('message')}); a retry waits on the same job"  # type: ignore[union-attr]
+                f"({event.get('message')}); a retry waits on the same job"
             )
         if status == "error":
-            error: M3terError = error_from_dict(event["error"])  # type: ignore[index]
+            error: M3terError = error_from_dict(event["error"])
             raise to_airflow_failure(error) from error
         raise AirflowException(f"unexpected trigger event: {event!r}")
 

@@ -262,7 +262,8 @@ class M3terIngestMeasurementsOperator(BaseOperator):
             Path(tempfile.gettempdir()) / "m3ter-dead-letters" / self.dag_id / run_id / f"{name}.jsonl"
         )
 
-    def _checkpoint(self, context: Context) -> TaskStateCheckpoint | None:
+    def checkpoint_store(self, context: Context) -> TaskStateCheckpoint | None:
+        """Where this try keeps its progress: ``task_state_store`` when present (override to change)."""
         if not self.checkpoint:
             return None
         store = context.get("task_state_store")  # type: ignore[misc]
@@ -287,7 +288,7 @@ class M3terIngestMeasurementsOperator(BaseOperator):
             on_invalid="skip" if self.on_invalid == "skip" else "fail",
             dead_letter_path=self._dead_letter_path(context) if self.on_invalid == "skip" else None,
             max_in_flight=self.max_in_flight,
-            checkpoint=self._checkpoint(context),
+            checkpoint=self.checkpoint_store(context),
             max_errors_reported=self.max_errors_reported,
             progress_interval=self.progress_interval,
             spill_dir=self.spill_dir,

@@ -204,16 +204,20 @@ class M3terBaseSensor(BaseSensorOperator):
         :param context: the task context.
         :param event: the trigger's event payload (see :mod:`airflow_provider_m3ter.triggers.base`).
         """
-        status = (event or {}).get("status")
+        if event is None:
+            # resumed without the trigger's answer (the deferral was interrupted): start the wait again
+            self.log.warning("Resumed without a trigger event; checking again")
+            return self.execute(context)
+        status = event.get("status")
         if status == "done":
-            outcome = self.conclude(CheckResult.from_dict(event["result"]), context)  # type: ignore[index]
+            outcome = self.conclude(CheckResult.from_dict(event["result"]), context)
             if not outcome.is_done:
                 raise AirflowException(f"the trigger ended while the check was still pending: {event!r}")
             return outcome.xcom_value
         if status == "timeout":
-            raise AirflowSensorTimeout(f"Sensor has timed out: {event.get('message')}")  # type: ignore[union-attr]
+            raise AirflowSensorTimeout(f"Sensor has timed out: {event.get('message')}")
         if status == "error":
-            error = error_from_dict(event["error"])  # type: ignore[index]
+            error = error_from_dict(event["error"])
             raise to_airflow_failure(error) from error
         raise AirflowException(f"unexpected trigger event: {event!r}")
 

@@ -120,6 +120,7 @@ class M3terIngestEventsSensor(M3terBaseSensor):
         else:
             super().report(result)
 
+
 def _iso(value: Any) -> str:
     """An ISO-8601 UTC string for a datetime, ISO string or epoch seconds (validated)."""
     return datetime.fromtimestamp(parse_time(value), tz=timezone.utc).isoformat()

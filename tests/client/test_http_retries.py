@@ -21,6 +21,9 @@ from airflow_provider_m3ter.client import (
 from airflow_provider_m3ter.client.retry import backoff_limit
 from tests.client.support import FakeTime, meter_body, route_counts
 
+# A broken retry rule could loop forever; fail fast instead.
+pytestmark = pytest.mark.timeout(60)
+
 LIST_METERS = "GET /organizations/{orgId}/meters"
 
 
@@ -275,3 +278,19 @@ def test_bad_credentials_fail_at_the_token_without_retry(m3ter_emulator: Any, ma
     assert info.value.path == "/oauth/token"
     assert info.value.attempts == 1
     assert "wrong-secret-value" not in str(info.value)
+
+
+def test_tls_failure_is_final_without_retry(
+    m3ter_emulator: Any, make_client: Any, fake_time: FakeTime
+) -> None:
+    # Speaking TLS to the emulator's plain-HTTP port fails the handshake, like a bad certificate.
+    client = make_client(config_url=m3ter_emulator.config_url.replace("http://", "https://"))
+
+    with pytest.raises(M3terFinalError) as info:
+        client.request("GET", "meters")
+
+    assert info.value.status is None
+    assert info.value.attempts == 1
+    assert info.value.path == "/oauth/token"
+    assert "SSLError" in str(info.value)
+    assert fake_time.sleeps == []

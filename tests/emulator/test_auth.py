@@ -13,10 +13,10 @@ def test_token_form_and_json_bodies(m3ter_emulator):
     emu = m3ter_emulator
     url = emu.config_url + "/oauth/token"
     form = requests.post(
-        url, auth=(emu.access_key_id, emu.api_secret), data={"grant_type": "client_credentials"}
+        url, auth=(emu.access_key_id, emu.api_secret), data={"grant_type": "client_credentials"}, timeout=10
     )
     as_json = requests.post(
-        url, auth=(emu.access_key_id, emu.api_secret), json={"grant_type": "client_credentials"}
+        url, auth=(emu.access_key_id, emu.api_secret), json={"grant_type": "client_credentials"}, timeout=10
     )
     for response in (form, as_json):
         assert response.status_code == 200
@@ -32,13 +32,13 @@ def test_token_refusals_have_message_bodies(m3ter_emulator):
     emu = m3ter_emulator
     url = emu.config_url + "/oauth/token"
     grant = {"grant_type": "client_credentials"}
-    wrong_secret = requests.post(url, auth=(emu.access_key_id, "nope"), data=grant)
-    wrong_key = requests.post(url, auth=("someone", emu.api_secret), data=grant)
-    no_auth = requests.post(url, data=grant)
+    wrong_secret = requests.post(url, auth=(emu.access_key_id, "nope"), data=grant, timeout=10)
+    wrong_key = requests.post(url, auth=("someone", emu.api_secret), data=grant, timeout=10)
+    no_auth = requests.post(url, data=grant, timeout=10)
     wrong_grant = requests.post(
-        url, auth=(emu.access_key_id, emu.api_secret), data={"grant_type": "password"}
+        url, auth=(emu.access_key_id, emu.api_secret), data={"grant_type": "password"}, timeout=10
     )
-    no_grant = requests.post(url, auth=(emu.access_key_id, emu.api_secret), json={})
+    no_grant = requests.post(url, auth=(emu.access_key_id, emu.api_secret), json={}, timeout=10)
     assert [r.status_code for r in (wrong_secret, wrong_key, no_auth)] == [401, 401, 401]
     assert [r.status_code for r in (wrong_grant, no_grant)] == [400, 400]
     for response in (wrong_secret, wrong_key, no_auth, wrong_grant, no_grant):
@@ -51,13 +51,16 @@ def test_token_refusals_have_message_bodies(m3ter_emulator):
 def test_bearer_required_on_both_listeners(m3ter_emulator):
     api = Api(m3ter_emulator)
     for api_name, method, path in (("config", "GET", "meters"), ("ingest", "POST", "measurements")):
-        missing = requests.request(method, api.url(path, api_name), json={"measurements": [measurement()]})
+        missing = requests.request(
+            method, api.url(path, api_name), json={"measurements": [measurement()]}, timeout=10
+        )
         bogus = api.call(
             method, path, api=api_name, token="not-a-token", json={"measurements": [measurement()]}
         )
         assert missing.status_code == 403, api_name
         assert bogus.status_code == 403, api_name
-        assert "message" in missing.json() and "message" in bogus.json()
+        assert "message" in missing.json()
+        assert "message" in bogus.json()
     assert m3ter_emulator.measurements() == []
     assert api.get("meters").status_code == 200
 
@@ -101,7 +104,10 @@ def test_token_ttl_option(m3ter_emulator_factory):
     emu = m3ter_emulator_factory(token_ttl=1, access_key_id="key-2", api_secret="secret-2", org_id="org-two")
     api = Api(emu)
     response = requests.post(
-        emu.config_url + "/oauth/token", auth=("key-2", "secret-2"), data={"grant_type": "client_credentials"}
+        emu.config_url + "/oauth/token",
+        auth=("key-2", "secret-2"),
+        data={"grant_type": "client_credentials"},
+        timeout=10,
     )
     assert response.json()["expires_in"] == 1
     assert emu.org_id == "org-two"

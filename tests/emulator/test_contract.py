@@ -21,7 +21,7 @@ PROSE = {"description", "summary", "example", "examples", "externalDocs", "title
 
 
 def openapi_to_json_schema(node: Any) -> Any:
-    """OpenAPI 3.0 schema -> JSON Schema draft 4: nullable becomes a type union, Java patterns become Python."""
+    """OpenAPI 3.0 -> JSON Schema draft 4: nullable becomes a type union, Java patterns Python ones."""
     if isinstance(node, list):
         return [openapi_to_json_schema(item) for item in node]
     if not isinstance(node, dict):
@@ -88,9 +88,13 @@ def test_every_operation_matches_the_subset(m3ter_emulator):
         m3ter_emulator.config_url + "/oauth/token",
         auth=(m3ter_emulator.access_key_id, m3ter_emulator.api_secret),
         data={"grant_type": "client_credentials"},
+        timeout=10,
     )
     rec.record("POST", token)
-    rec.record("POST", requests.post(m3ter_emulator.config_url + "/oauth/token", data={"grant_type": "x"}))
+    rec.record(
+        "POST",
+        requests.post(m3ter_emulator.config_url + "/oauth/token", data={"grant_type": "x"}, timeout=10),
+    )
     product = rec("POST", "products", json={"code": "prod", "name": "Product"})
     rec("GET", f"products/{product['id']}")
     rec("GET", "products")
@@ -160,7 +164,7 @@ def test_every_operation_matches_the_subset(m3ter_emulator):
         "fileuploads/measurements/generateUploadUrl",
         json={"fileName": "f.json", "contentType": "application/json", "contentLength": len(body)},
     )
-    requests.put(grant["url"], data=body, headers=grant["headers"]).raise_for_status()
+    requests.put(grant["url"], data=body, headers=grant["headers"], timeout=10).raise_for_status()
     m3ter_emulator.advance_job(grant["jobId"])
     rec("GET", f"fileuploads/measurements/jobs/{grant['jobId']}")
     rec("GET", "fileuploads/measurements/jobs")
@@ -232,7 +236,8 @@ def _derive_module():
     spec = importlib.util.spec_from_file_location(
         "derive_openapi_subset", REPO / "scripts/derive_openapi_subset.py"
     )
-    assert spec and spec.loader
+    assert spec
+    assert spec.loader
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module

@@ -80,3 +80,15 @@ def test_plans_with_codes_filter(api):
     short = api.post("plans", json=dict(body, code="x", planTemplateId="short"))
     assert short.status_code == 400
     assert "planTemplateId" in short.json()["message"]
+
+
+def test_unknown_paths_and_methods_answer_with_messages(api, m3ter_emulator):
+    not_there = api.get("widgets")
+    assert not_there.status_code == 404
+    assert set(not_there.json()) == {"message"}
+    wrong_method = api.call("PATCH", "meters")
+    assert wrong_method.status_code == 405
+    assert set(wrong_method.json()) == {"message"}
+    m3ter_emulator.set_job_mode("manual", step_seconds=0.1)
+    m3ter_emulator.reset()
+    assert m3ter_emulator.admin("POST", "jobs/mode", {}) == {"mode": "time", "step_seconds": 1.0}

@@ -86,6 +86,7 @@ def test_target_and_path_regex_select_requests(api, m3ter_emulator):
         m3ter_emulator.config_url + "/oauth/token",
         auth=(m3ter_emulator.access_key_id, m3ter_emulator.api_secret),
         data={"grant_type": "client_credentials"},
+        timeout=10,
     )
     assert token.status_code == 500
     m3ter_emulator.set_faults(rate=1.0, kinds=["502"], target="config", path_regex="/accounts")
@@ -121,7 +122,7 @@ def test_admin_and_unknown_fault_settings(api, m3ter_emulator):
     m3ter_emulator.set_faults(rate=1.0, kinds=["500"])
     assert m3ter_emulator.stats()["faults_injected"] == {}  # the admin API is never faulted
     for body in ({"kinds": ["418"]}, {"sequence": ["boom"]}, {"rate": 2}, {"target": "x"}, {"nonsense": 1}):
-        response = requests.post(m3ter_emulator.config_url + "/_emulator/faults", json=body)
+        response = requests.post(m3ter_emulator.config_url + "/_emulator/faults", json=body, timeout=10)
         assert response.status_code == 400, body
         assert "message" in response.json()
 

@@ -30,7 +30,7 @@ def test_accepts_and_stores_once_per_uid(api, m3ter_emulator):
     response = api.ingest(batch)
     assert response.status_code == 200
     assert response.json() == {"result": "accepted"}
-    assert api.ingest(batch[:3] + [measurement("u-new")]).status_code == 200
+    assert api.ingest([*batch[:3], measurement("u-new")]).status_code == 200
     stats = m3ter_emulator.stats()
     assert stats["measurements_received"] == 11
     assert stats["duplicates_received"] == 3
@@ -122,7 +122,9 @@ def test_listeners_are_separate(api, m3ter_emulator):
     on_config = api.post("measurements", api="config", json={"measurements": [measurement()]})
     assert on_config.status_code == 404
     assert set(on_config.json()) == {"message"}
-    on_ingest = requests.get(api.url("meters", "ingest"), headers={"Authorization": f"Bearer {api.token()}"})
+    on_ingest = requests.get(
+        api.url("meters", "ingest"), headers={"Authorization": f"Bearer {api.token()}"}, timeout=10
+    )
     assert on_ingest.status_code == 404
     assert m3ter_emulator.measurements() == []
 
@@ -153,12 +155,15 @@ def test_validation_failures_become_events(api, m3ter_emulator):
     event = events[0]
     assert set(event) == {"id", "eventName", "eventTime", "m3terEvent", "dtActioned"}
     detail = next(e for e in events if e["m3terEvent"]["failureType"] == "UndefinedMeter")["m3terEvent"]
-    assert detail["meter"] == "no_such_meter" and detail["account"] == "acme"
+    assert detail["meter"] == "no_such_meter"
+    assert detail["account"] == "acme"
     assert api.ok(api.get(f"events/{event['id']}")) == event
     assert api.get("events/missing").status_code == 404
     first = api.ok(api.get("events", params={"pageSize": 4}))
     second = api.ok(api.get("events", params={"pageSize": 4, "nextToken": first["nextToken"]}))
-    assert len(first["data"]) == 4 and len(second["data"]) == 3 and "nextToken" not in second
+    assert len(first["data"]) == 4
+    assert len(second["data"]) == 3
+    assert "nextToken" not in second
     assert api.ok(api.get("events", params={"eventName": "other.event"}))["data"] == []
     assert len(api.ok(api.get("events", params={"eventType": "ingest", "pageSize": 100}))["data"]) == 7
 

@@ -89,5 +89,6 @@ def test_cancel_and_the_eleventh_running_bill_job(api, m3ter_emulator):
     assert api.post("billjobs", json={}).status_code == 200
     first_page = api.ok(api.get("billjobs", params={"pageSize": 6}))
     second_page = api.ok(api.get("billjobs", params={"pageSize": 6, "nextToken": first_page["nextToken"]}))
-    assert len(first_page["data"]) == 6 and len(second_page["data"]) == 5
+    assert len(first_page["data"]) == 6
+    assert len(second_page["data"]) == 5
     assert "nextToken" not in second_page

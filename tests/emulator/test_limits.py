@@ -51,6 +51,7 @@ def test_ingest_and_config_ip_windows(api, m3ter_emulator):
         m3ter_emulator.config_url + "/oauth/token",
         auth=(m3ter_emulator.access_key_id, m3ter_emulator.api_secret),
         data={"grant_type": "client_credentials"},
+        timeout=10,
     )
     assert token.status_code == 200  # the token endpoint is not limited
     stats = m3ter_emulator.stats()

@@ -65,6 +65,14 @@ def test_non_json_body_and_duplicate_code(api):
     assert "already exists" in again.json()["message"]
 
 
+def test_optional_fields_sent_as_null_count_as_absent(api):
+    created = api.create_meter("nulls", productId=None, groupId=None)
+    assert "productId" not in created
+    refused = api.post("meters", json=meter_body("nulls2", name=None))
+    assert refused.status_code == 400
+    assert "body.name" in refused.json()["message"]
+
+
 def test_unicode_field_codes_follow_the_letter_pattern(api):
     body = meter_body("unicode")
     body["dataFields"][0]["code"] = "Benutzer_ü$1"

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import json
 
-from airflow_provider_m3ter.emulator import EmulatorProcess
+import pytest
+
+from airflow_provider_m3ter.emulator import EmulatorError, EmulatorProcess
 from tests.emulator.api import Api, measurement
 
 
@@ -40,9 +42,5 @@ def test_snapshot_round_trip(tmp_path):
 
 
 def test_snapshot_without_a_file_is_refused(m3ter_emulator):
-    try:
+    with pytest.raises(EmulatorError, match="without --snapshot"):
         m3ter_emulator.snapshot()
-    except Exception as exc:
-        assert "snapshot" in str(exc)
-    else:
-        raise AssertionError("a snapshot without a path must be refused")

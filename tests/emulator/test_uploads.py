@@ -63,7 +63,7 @@ def test_upload_that_is_not_a_json_array_fails(api, m3ter_emulator):
     m3ter_emulator.set_job_mode("manual")
     body = json.dumps({"measurements": [measurement()]}).encode()
     grant = start_upload(api, body)
-    assert requests.put(grant["url"], data=body, headers=grant["headers"]).status_code == 200
+    assert requests.put(grant["url"], data=body, headers=grant["headers"], timeout=10).status_code == 200
     assert m3ter_emulator.advance_job(grant["jobId"])["status"] == "failed"
     assert m3ter_emulator.measurements() == []
 
@@ -72,20 +72,22 @@ def test_upload_url_checks_headers_length_and_reuse(api, m3ter_emulator):
     m3ter_emulator.set_job_mode("manual")
     body = json.dumps([measurement("h-1")]).encode()
     grant = start_upload(api, body)
-    no_headers = requests.put(grant["url"], data=body)
+    no_headers = requests.put(grant["url"], data=body, timeout=10)
     assert no_headers.status_code == 403
-    wrong_length = requests.put(grant["url"], data=body + b" ", headers=grant["headers"])
+    wrong_length = requests.put(grant["url"], data=body + b" ", headers=grant["headers"], timeout=10)
     assert wrong_length.status_code == 403
     assert "message" in wrong_length.json()
-    unknown = requests.put(m3ter_emulator.config_url + "/_upload/forged", data=body, headers=grant["headers"])
+    unknown = requests.put(
+        m3ter_emulator.config_url + "/_upload/forged", data=body, headers=grant["headers"], timeout=10
+    )
     assert unknown.status_code == 403
-    assert requests.put(grant["url"], data=body, headers=grant["headers"]).status_code == 200
-    assert requests.put(grant["url"], data=body, headers=grant["headers"]).status_code == 403
+    assert requests.put(grant["url"], data=body, headers=grant["headers"], timeout=10).status_code == 200
+    assert requests.put(grant["url"], data=body, headers=grant["headers"], timeout=10).status_code == 403
     with pytest.raises(Exception, match="no uploaded file"):
         m3ter_emulator.advance_job(start_upload(api, body)["jobId"])
     m3ter_emulator.set_job_outcome("fileupload", "failed")
     failing = start_upload(api, body)
-    requests.put(failing["url"], data=body, headers=failing["headers"])
+    requests.put(failing["url"], data=body, headers=failing["headers"], timeout=10)
     assert m3ter_emulator.advance_job(failing["jobId"])["status"] == "failed"
     assert m3ter_emulator.advance_job(grant["jobId"])["status"] == "succeeded"
     assert [m["uid"] for m in m3ter_emulator.measurements()] == ["h-1"]
@@ -98,7 +100,8 @@ def test_generate_upload_url_validates_its_body(api):
     )
     assert bad.status_code == 400
     message = bad.json()["message"]
-    assert "contentType" in message and "contentLength" in message
+    assert "contentType" in message
+    assert "contentLength" in message
 
 
 def test_upload_url_expires(m3ter_emulator_factory):
@@ -107,7 +110,7 @@ def test_upload_url_expires(m3ter_emulator_factory):
     body = json.dumps([measurement("late")]).encode()
     grant = start_upload(api, body)
     time.sleep(0.7)
-    expired = requests.put(grant["url"], data=body, headers=grant["headers"])
+    expired = requests.put(grant["url"], data=body, headers=grant["headers"], timeout=10)
     assert expired.status_code == 403
     assert "expired" in expired.json()["message"]
     assert api.ok(api.get(f"fileuploads/measurements/jobs/{grant['jobId']}"))["status"] == "notUploaded"

@@ -8,7 +8,11 @@ from typing import Any
 
 import pytest
 
-from airflow_provider_m3ter.client.errors import M3terFinalError, M3terPayloadTooLargeError, M3terTransientError
+from airflow_provider_m3ter.client.errors import (
+    M3terFinalError,
+    M3terPayloadTooLargeError,
+    M3terTransientError,
+)
 from airflow_provider_m3ter.client.ingest import (
     IngestRun,
     InvalidMeasurementsError,
@@ -38,9 +42,10 @@ def test_measurements_are_stored_exactly_with_derived_uids(m3ter_emulator, clien
     stored = m3ter_emulator.measurements()
     expected = [{"uid": m.get("uid") or derive_uid("dag.task", m), **m} for m in data]
     assert len(stored) == 2500
-    assert [{k: s[k] for k in e} for s, e in zip(stored, expected)] == expected
+    assert [{k: s[k] for k in e} for s, e in zip(stored, expected, strict=True)] == expected
     stats = m3ter_emulator.stats()
-    assert stats["ingest_requests"] == 3 and stats["duplicates_received"] == 0
+    assert stats["ingest_requests"] == 3
+    assert stats["duplicates_received"] == 0
     assert summary.as_dict() | {"duration_seconds": 0, "fingerprint": ""} == {
         "read": 2500,
         "valid": 2500,
@@ -69,7 +74,10 @@ def test_measurements_are_stored_exactly_with_derived_uids(m3ter_emulator, clien
 
 def test_batches_are_cut_by_bytes_and_stay_under_the_limit(m3ter_emulator, client_factory) -> None:
     # ~2.3 kB per record: the byte limit, not the count, decides the batch size
-    data = [{**m, "metadata": {"note": "n" * 250}, "other": {f"k{j}": "v" * 200 for j in range(10)}} for m in usage(900)]
+    data = [
+        {**m, "metadata": {"note": "n" * 250}, "other": {f"k{j}": "v" * 200 for j in range(10)}}
+        for m in usage(900)
+    ]
     seen: list[int] = []
     client = client_factory()
     real_submit = client.submit_measurements
@@ -81,7 +89,8 @@ def test_batches_are_cut_by_bytes_and_stay_under_the_limit(m3ter_emulator, clien
     client.submit_measurements = recording_submit  # type: ignore[method-assign]
     summary = ingest_run(client).run_measurements(data)
     assert summary.total_batches == len(seen) == 5
-    assert all(size < MAX_BATCH_BYTES for size in seen) and max(seen) > MAX_BATCH_BYTES - 3000
+    assert all(size < MAX_BATCH_BYTES for size in seen)
+    assert max(seen) > MAX_BATCH_BYTES - 3000
     assert m3ter_emulator.stats()["measurements_stored"] == 900
     assert sum(seen) == summary.bytes
 
@@ -99,12 +108,16 @@ def test_invalid_rows_fail_the_run_before_anything_is_sent(m3ter_emulator, clien
         RowError(11, "ts", error.errors[0].reason, "usage.jsonl"),
         RowError(2001, "measure.requests", "must be a finite number, got nan", "usage.jsonl"),
     ]
-    assert str(error).startswith("3 invalid rows in usage.jsonl; nothing was sent (showing the first 2 problems):")
+    assert str(error).startswith(
+        "3 invalid rows in usage.jsonl; nothing was sent (showing the first 2 problems):"
+    )
     assert "row 11 (usage.jsonl), field 'ts': ts must be an ISO-8601 date-time" in str(error)
     assert m3ter_emulator.stats()["ingest_requests"] == 0
 
 
-def test_skip_sends_valid_rows_and_writes_exact_dead_letters(m3ter_emulator, client_factory, tmp_path) -> None:
+def test_skip_sends_valid_rows_and_writes_exact_dead_letters(
+    m3ter_emulator, client_factory, tmp_path
+) -> None:
     data: list[Any] = usage(1500)
     data[0]["account"] = " padded"
     data[700] = {"meter": "api_calls", "ts": "2024-05-01T00:00:00Z", "who": {"user": 7}}
@@ -121,7 +134,9 @@ def test_skip_sends_valid_rows_and_writes_exact_dead_letters(m3ter_emulator, cli
         (1501, None, "src"),
         (1502, 9, "src"),
     ]
-    assert letters[0]["errors"] == [{"field": "account", "reason": "account must not start or end with whitespace"}]
+    assert letters[0]["errors"] == [
+        {"field": "account", "reason": "account must not start or end with whitespace"}
+    ]
     assert letters[0]["data"] == data[0]
     assert {e["field"] for e in letters[1]["errors"]} == {"account", "who.user"}
     assert "a request body must stay under 512000 bytes" in letters[2]["errors"][0]["reason"]
@@ -134,7 +149,8 @@ def test_skip_sends_valid_rows_and_writes_exact_dead_letters(m3ter_emulator, cli
     }
     stored = stored_by_uid(m3ter_emulator)
     assert len(stored) == 1498
-    assert derive_uid("dag.task", data[1]) in stored and derive_uid("dag.task", data[0]) not in stored
+    assert derive_uid("dag.task", data[1]) in stored
+    assert derive_uid("dag.task", data[0]) not in stored
 
 
 def test_failed_run_checkpoints_and_the_retry_resumes(m3ter_emulator, client_factory) -> None:
@@ -144,7 +160,9 @@ def test_failed_run_checkpoints_and_the_retry_resumes(m3ter_emulator, client_fac
     m3ter_emulator.set_faults(target="ingest", sequence=["ok"] * 4 + ["500"] * 3)
     with pytest.raises(M3terTransientError):
         ingest_run(client_factory(max_attempts=3), checkpoint=store).run_measurements(data)
-    assert store.state is not None and store.state["batches"] == 4 and store.state["measurements"] == 4000
+    assert store.state is not None
+    assert store.state["batches"] == 4
+    assert store.state["measurements"] == 4000
     assert m3ter_emulator.stats()["measurements_stored"] == 4000
 
     summary = ingest_run(client_factory(), checkpoint=store).run_measurements(data)
@@ -159,7 +177,8 @@ def test_failed_run_checkpoints_and_the_retry_resumes(m3ter_emulator, client_fac
 def test_a_checkpoint_of_other_data_is_ignored(m3ter_emulator, client_factory) -> None:
     store = MemoryCheckpointStore({"fingerprint": "something else", "batches": 3, "measurements": 3000})
     summary = ingest_run(client_factory(), checkpoint=store).run_measurements(usage(3000))
-    assert summary.resumed_from is None and summary.sent == 3000
+    assert summary.resumed_from is None
+    assert summary.sent == 3000
     assert m3ter_emulator.stats()["measurements_stored"] == 3000
 
 
@@ -178,7 +197,8 @@ def test_concurrent_sends_checkpoint_only_the_acknowledged_prefix(m3ter_emulator
     store = MemoryCheckpointStore()
     with pytest.raises(M3terFinalError):
         ingest_run(client, checkpoint=store, max_in_flight=4).run_measurements(data)
-    assert store.state is not None and store.state["batches"] == 2
+    assert store.state is not None
+    assert store.state["batches"] == 2
     # batches after the failed one may have been acknowledged, but they are not in the prefix
     assert m3ter_emulator.stats()["measurements_stored"] >= 2000
     summary = ingest_run(client_factory(), checkpoint=store, max_in_flight=4).run_measurements(data)
@@ -200,7 +220,9 @@ def test_413_halves_batches_until_they_fit(m3ter_emulator, client_factory) -> No
     summary = ingest_run(client).run_measurements(usage(1000))
     stats = m3ter_emulator.stats()
     assert (stats["measurements_stored"], stats["duplicates_received"]) == (1000, 0)
-    assert summary.splits == 7 and summary.batches == 1 and summary.sent == 1000
+    assert summary.splits == 7
+    assert summary.batches == 1
+    assert summary.sent == 1000
     assert stats["ingest_requests"] == 8  # eighths of ~16 kB each
 
 
@@ -231,7 +253,11 @@ def test_progress_is_logged_and_old_timestamps_are_warned(client_factory, caplog
     assert summary.older_than_dedup_window == 5000
     text = caplog.text
     assert "read 4096 rows, 0 invalid so far" in text
-    assert "sent 1000 of 5000 measurements" in text and "ETA" in text
+    assert "sent 1000 of 5000 measurements" in text
+    assert "ETA" in text
     warning = [r for r in caplog.records if r.levelname == "WARNING"]
-    assert "5000 measurements have a ts older than m3ter's 35-day de-duplication window" in warning[0].getMessage()
+    assert (
+        "5000 measurements have a ts older than m3ter's 35-day de-duplication window"
+        in warning[0].getMessage()
+    )
     assert list(tmp_path.iterdir()) == []  # the spill file is gone

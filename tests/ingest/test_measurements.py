@@ -179,7 +179,9 @@ def test_uid_is_stable_across_processes() -> None:
     seen = set()
     for seed in ("1", "2"):
         env = {**os.environ, "PYTHONHASHSEED": seed}
-        out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
+        out = subprocess.run(
+            [sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True
+        )
         seen.add(out.stdout.strip())
     m = {"meter": "api_calls", "account": "acme", "ts": "2024-05-01T00:00:00Z", "measure": {"b": 2.5, "n": 1}}
     assert seen == {derive_uid("billing.ingest", m)}
@@ -212,7 +214,9 @@ def test_timestamp_keys_sort_like_instants(a: datetime, oa: timezone, b: datetim
     st.integers(min_value=1, max_value=1000),
     st.integers(min_value=60_100, max_value=MAX_BATCH_BYTES),
 )
-def test_batches_respect_count_and_bytes_and_keep_order(sizes: list[int], max_count: int, max_bytes: int) -> None:
+def test_batches_respect_count_and_bytes_and_keep_order(
+    sizes: list[int], max_count: int, max_bytes: int
+) -> None:
     records = [b"[" + str(i).encode().ljust(size - 2, b" ") + b"]" for i, size in enumerate(sizes)]
     batches = list(split_batches(records, max_count, max_bytes))
     assert [r for batch in batches for r in batch] == records
@@ -234,7 +238,7 @@ def test_a_body_of_exactly_the_limit_is_not_allowed() -> None:
     assert builder.fits_alone(biggest)
     assert not builder.fits_alone(biggest + b"x")
     assert len(build_body([biggest])) == MAX_BATCH_BYTES - 1
-    assert BODY_OVERHEAD == len(b'{"measurements":[]}')
+    assert len(b'{"measurements":[]}') == BODY_OVERHEAD
 
 
 def test_batch_limits_are_checked() -> None:

@@ -34,7 +34,8 @@ def test_json_lines_rows_lines_and_bad_lines(tmp_path: Path) -> None:
     path.write_text(json.dumps(M1) + "\n\n" + '{"meter": oops}\n' + "[1, 2]\n" + json.dumps(M2) + "\n")
     got = rows(FileSource(path))
     assert [(row, line) for row, line, _ in got] == [(1, 1), (2, 3), (3, 4), (4, 5)]
-    assert got[0][2] == M1 and got[3][2] == M2
+    assert got[0][2] == M1
+    assert got[3][2] == M2
     error = got[1][2]
     assert isinstance(error, RowError)
     assert (error.row, error.line, error.source) == (2, 3, str(path))
@@ -52,7 +53,15 @@ def test_meter_and_account_defaults_fill_gaps_only(tmp_path: Path) -> None:
 
 def test_json_array_is_streamed_across_tiny_chunks(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     tricky = {"meter": "a,b]", "account": "x\n{y}", "ts": "2024-05-01T00:00:00Z", "measure": {"n": 12345}}
-    text = "  [\n" + json.dumps(M1) + ",\n\n  " + json.dumps(tricky, indent=2) + " ,\n" + json.dumps(M2) + "\n]\n"
+    text = (
+        "  [\n"
+        + json.dumps(M1)
+        + ",\n\n  "
+        + json.dumps(tricky, indent=2)
+        + " ,\n"
+        + json.dumps(M2)
+        + "\n]\n"
+    )
     path = tmp_path / "usage.json"
     path.write_text(text)
     monkeypatch.setattr(sources, "_CHUNK", 7)
@@ -147,7 +156,8 @@ def test_csv_header_names_fields_and_numbers_are_converted(tmp_path: Path) -> No
         "who": {"user": "u1"},
         "metadata": {"note": "plain"},
     }
-    assert got[1][2]["measure"] == {"requests": 2.5} and got[1][2]["metadata"] == {"note": "two\nlines"}
+    assert got[1][2]["measure"] == {"requests": 2.5}
+    assert got[1][2]["metadata"] == {"note": "two\nlines"}
     assert got[2][2] == RowError(3, "measure.requests", "not a number: 'lots'", str(path), 5)
     assert got[3][2] == RowError(4, "", "expected 6 fields as in the header, got 4", str(path), 7)
     # empty cells are absent values (the missing account is then a validation error)
@@ -168,7 +178,7 @@ def test_unknown_columns_and_targets_are_reported(tmp_path: Path) -> None:
     path.write_text("meter,account,ts,colour\n")
     with pytest.raises(SourceError, match="column 'colour' is not a measurement field"):
         rows(FileSource(path))
-    with pytest.raises(SourceError, match="mapping for column 'c': unknown mapping target 'size.x'"):
+    with pytest.raises(SourceError, match=r"mapping for column 'c': unknown mapping target 'size\.x'"):
         RowMapping({"c": "size.x"})
 
 
@@ -176,7 +186,13 @@ def test_inline_flat_dicts_with_mapping() -> None:
     mapping = RowMapping({"cust": "account", "t": "ts", "n": "measure.n", "u": "who.user"}, meter="api")
     source = IterableSource([{"cust": "acme", "t": "2024-05-01T00:00:00Z", "n": "4", "u": 17}], mapping)
     assert [item for _, _, item in source.rows()] == [
-        {"account": "acme", "ts": "2024-05-01T00:00:00Z", "measure": {"n": 4}, "who": {"user": "17"}, "meter": "api"}
+        {
+            "account": "acme",
+            "ts": "2024-05-01T00:00:00Z",
+            "measure": {"n": 4},
+            "who": {"user": "17"},
+            "meter": "api",
+        }
     ]
 
 
@@ -191,7 +207,13 @@ def test_sql_rows_stream_through_a_dbapi_connection(tmp_path: Path, monkeypatch:
         )
     monkeypatch.setenv("AIRFLOW_CONN_USAGE_DB", json.dumps({"conn_type": "sqlite", "host": str(db)}))
     mapping = RowMapping(
-        {"customer": "account", "at": "ts", "calls": "measure.calls", "gb": "measure.gb", "user_id": "who.user"},
+        {
+            "customer": "account",
+            "at": "ts",
+            "calls": "measure.calls",
+            "gb": "measure.gb",
+            "user_id": "who.user",
+        },
         meter="api",
     )
     source = SqlSource(

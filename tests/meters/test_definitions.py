@@ -286,3 +286,13 @@ def test_field_counts_at_the_limits() -> None:
     assert [p.field for p in problems] == ["derivedFields"]
     _, problems = validate_meter(_meter(product="p", productId="0" * 36), "t", 0)
     assert [p.field for p in problems] == ["product"]
+
+
+def test_definition_error_survives_pickling() -> None:
+    import pickle
+
+    with pytest.raises(MeterDefinitionError) as exc:
+        load_meter_definitions([_meter("bad code\t")])
+    copy = pickle.loads(pickle.dumps(exc.value))  # noqa: S301 - our own bytes
+    assert copy.problems == exc.value.problems
+    assert str(copy) == str(exc.value)

@@ -8,7 +8,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from airflow_provider_m3ter.client.meter_definitions import FIELD_CATEGORIES, validate_meter
-from airflow_provider_m3ter.client.meter_sync import (
+from airflow_provider_m3ter.client.meter_diff import (
     comparable_meter,
     desired_comparable,
     diff_meter,
@@ -172,3 +172,35 @@ def test_any_valid_definition_is_unchanged_after_a_round_trip(
     assert diff_meter(comparable_meter(stored), desired_comparable(meter, PRODUCT)) == []
     # And a changed name is always seen.
     assert diff_meter(comparable_meter({**stored, "name": "other"}), desired_comparable(meter, PRODUCT))
+
+
+def test_plan_table_and_xcom_form() -> None:
+    from airflow_provider_m3ter.client.meter_sync import MeterChange, MeterPlan
+
+    plan = MeterPlan(
+        [
+            MeterChange("api_calls", "update", ['name: "a" -> "b"', "dataFields[region]: added"]),
+            MeterChange("storage", "create", ["new meter: 1 data field(s), 0 derived field(s), global"]),
+            *[MeterChange(f"m{i}", "unchanged") for i in range(3)],
+            MeterChange("legacy", "blocked", ["not in the definitions, but used by ..."], aggregations=["x"]),
+        ],
+        delete_missing=True,
+    )
+    assert plan.format_table(max_unchanged=2).splitlines() == [
+        "Meter sync plan: 1 create, 1 update, 3 unchanged, 0 delete, 1 blocked",
+        "ACTION     METER       CHANGES",
+        'update     api_calls   name: "a" -> "b"',
+        "                       dataFields[region]: added",
+        "create     storage     new meter: 1 data field(s), 0 derived field(s), global",
+        "blocked    legacy      not in the definitions, but used by ...",
+        "unchanged  (3 meters)  m0, m1 and 1 more",
+    ]
+    assert plan.writes == 2
+    assert plan.to_dict() == {
+        "summary": {"create": 1, "update": 1, "unchanged": 3, "delete": 0, "blocked": 1},
+        "create": ["storage"],
+        "update": {"api_calls": ['name: "a" -> "b"', "dataFields[region]: added"]},
+        "unchanged": ["m0", "m1", "m2"],
+        "delete": [],
+        "blocked": {"legacy": ["x"]},
+    }

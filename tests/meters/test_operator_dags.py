@@ -67,8 +67,12 @@ def test_example_dag_creates_then_writes_nothing_on_the_next_run(
     assert stored["api_calls"]["customFields"] == {"billing_owner": "platform-team"}
     assert stored["api_calls"]["derivedFields"][0]["calculation"] == "requests - errors"
     # ...and the ingest task sent usage for those meters.
-    ingested = m3ter_emulator.measurements()["data"]
+    ingested = m3ter_emulator.measurements()
     assert sorted(m["meter"] for m in ingested) == ["api_calls", "api_calls", "data_transfer", "storage"]
+    # m3ter validates usage against the meters after accepting it: nothing was refused.
+    m3ter_emulator.validate_now()
+    failures = list(client.paginate("events", params={"eventName": "ingest.validation.failure"}))
+    assert failures == [], failures
 
     writes = meter_writes(m3ter_emulator.stats())
     assert writes == 3
@@ -137,7 +141,7 @@ def test_dry_run_and_hard_failures_in_a_real_run(
         assert tis[task_id]["max_tries"] == 2, context
     output = result.output
     assert "m3ter refused to update meter 'api_calls' because the change breaks configuration" in output
-    assert "removes dataFields[requests], targeted by aggregation(s) 'api_requests_total'" in output
+    assert "dataFields[requests] is targeted by aggregation(s) 'api_requests_total'" in output
     assert "invalid.yaml: meter 'broken_meter': dataFields[requests].unit: is required" in output
     assert "invalid.yaml: meter 'broken_meter': dataFields[2fast].code" in output
     assert "invalid.yaml: meter 'broken_meter': dataFields[2fast].category" in output

@@ -9,8 +9,8 @@ import pytest
 from airflow_provider_m3ter.client import M3terClient
 from airflow_provider_m3ter.client.errors import M3terBreaksConfigurationError, M3terFinalError
 from airflow_provider_m3ter.client.meter_definitions import MeterDefinitionError, load_meter_definitions
+from airflow_provider_m3ter.client.meter_diff import SERVER_FIELDS
 from airflow_provider_m3ter.client.meter_sync import (
-    SERVER_FIELDS,
     MeterBreaksConfigurationError,
     MeterDeleteBlockedError,
     MeterSyncConflictError,
@@ -226,9 +226,13 @@ def test_breaks_configuration_names_meter_field_and_aggregation(client: M3terCli
     assert isinstance(error, M3terBreaksConfigurationError)
     assert error.status == 400
     text = str(error)
-    assert "meter 'api_calls'" in text
-    assert "removes dataFields[requests]" in text
-    assert "aggregation(s) 'api_requests_total' (targetField requests)" in text
+    assert text.startswith(
+        "m3ter refused to update meter 'api_calls' because the change breaks configuration"
+    )
+    assert (
+        "dataFields[requests] is targeted by aggregation(s) 'api_requests_total' (targetField requests)"
+        in text
+    )
     assert "tier_count" not in text  # only the aggregations that target the removed field
 
     # Through the hook's boundary it is a final task failure with the same message.

@@ -3,7 +3,11 @@
 ``M3TER_TEST_SENSOR_MODE`` picks how the sensors wait: ``poke`` (one events sensor in
 ``reschedule`` mode) or ``deferrable`` (the triggers run inline under ``airflow dags test``).
 
-- ``m3ter_sensors_pass``: every sensor ends in success (one meter update arrives while waiting).
+Each sensor runs right after the task that starts what it waits for, in one chain (later links
+run whatever the earlier ones did), so every wait starts while the job is still running: the first
+check finds it pending and, in deferrable mode, the trigger sees it finish.
+
+- ``m3ter_sensors_pass``: every sensor ends in success (a meter update arrives while waiting).
 - ``m3ter_sensors_fail``: every sensor ends in its failure outcome (the test sets the emulator's
   job outcomes to failed first).
 """
@@ -15,7 +19,7 @@ import os
 import threading
 from datetime import datetime
 
-from airflow.sdk import DAG, task
+from airflow.sdk import DAG, chain, task
 
 from airflow_provider_m3ter.client.jobs import JsonArrayBody, put_upload, request_upload_url
 from airflow_provider_m3ter.sensors.entity import M3terEntitySensor
@@ -39,66 +43,64 @@ def _client():
     return M3terHook().get_client()
 
 
-def _upload(client, rows: list[dict]) -> str:
-    """Upload rows as they are (no validation: the failure DAG wants rows m3ter rejects)."""
+@task(trigger_rule="all_done")
+def start_bill_job() -> str:
+    return _client().request("POST", "billjobs", json={"accountIds": ["acct-1"]})["id"]
+
+
+@task(trigger_rule="all_done")
+def start_data_export() -> str:
+    body = {"sourceType": "OPERATIONAL", "operationalDataTypes": ["METERS"]}
+    return _client().request("POST", "dataexports/adhoc", json=body)["jobId"]
+
+
+@task(trigger_rule="all_done")
+def start_file_upload(rows: list) -> str:
+    """Upload rows as they are (no validation: the failure DAG wants a row m3ter rejects)."""
     records = [json.dumps(row, separators=(",", ":")).encode() for row in rows]
     length = 2 + sum(map(len, records)) + len(records) - 1
-    ticket = request_upload_url(client, file_name="sensor-test.json", content_length=length)
+    ticket = request_upload_url(_client(), file_name="sensor-test.json", content_length=length)
     put_upload(ticket, JsonArrayBody(records, length))
     return ticket.job_id
 
 
-def _start(client) -> dict:
-    bill = client.request("POST", "billjobs", json={"accountIds": ["acct-1"]})
-    export = client.request(
-        "POST", "dataexports/adhoc", json={"sourceType": "OPERATIONAL", "operationalDataTypes": ["METERS"]}
+@task(trigger_rule="all_done")
+def start_meter() -> None:
+    """Create meter v1 now; version 2 (with a custom field) arrives while the sensor waits."""
+    client = _client()
+    meter = client.request(
+        "POST",
+        "meters",
+        json={
+            "code": "sensor_meter",
+            "name": "Sensor meter",
+            "dataFields": [{"category": "MEASURE", "code": "requests", "name": "Requests", "unit": "1"}],
+            "derivedFields": [],
+        },
     )
-    return {"bill": bill["id"], "export": export["jobId"]}
+    body = {key: meter[key] for key in ("code", "name", "dataFields", "derivedFields", "version")}
+    update = {**body, "customFields": {"stage": "ready"}}
+    threading.Timer(1.5, lambda: client.request("PUT", f"meters/{meter['id']}", json=update)).start()
+
+
+@task(trigger_rule="all_done")
+def start_ingest(measurements: list, delay: float = 0.0) -> None:
+    """Ingest now, or ``delay`` seconds later (so a failure appears while the sensor waits)."""
+    client = _client()
+    threading.Timer(delay, client.submit_measurements, args=(measurements,)).start()
+
+
+def _job(sensor_cls, task_id: str, upstream, **kwargs):
+    return sensor_cls(task_id=task_id, job_id=upstream, **kwargs, **COMMON)
 
 
 with DAG("m3ter_sensors_pass", schedule=None, start_date=datetime(2024, 1, 1), catchup=False):
-
-    @task
-    def start_pass() -> dict:
-        client = _client()
-        meter = client.request(
-            "POST",
-            "meters",
-            json={
-                "code": "sensor_meter",
-                "name": "Sensor meter",
-                "dataFields": [{"category": "MEASURE", "code": "requests", "name": "Requests", "unit": "1"}],
-                "derivedFields": [],
-            },
-        )
-
-        def update_meter() -> None:
-            # arrives while the entity sensor waits: version 2 with a custom field
-            body = {k: meter[k] for k in ("code", "name", "dataFields", "derivedFields", "version")}
-            client.request("PUT", f"meters/{meter['id']}", json={**body, "customFields": {"stage": "ready"}})
-
-        threading.Timer(1.5, update_meter).start()
-        client.submit_measurements(
-            [{**GOOD, "uid": "good-1"}, {**GOOD, "uid": "bad-1", "meter": "no_such_meter"}]
-        )
-        return {
-            **_start(client),
-            "upload": _upload(client, [{**GOOD, "uid": "file-1"}]),
-            "good_uids": ["good-1"],
-        }
-
-    started = start_pass()
-    waits = [
-        M3terBillJobSensor(task_id="bill_job", job_id="{{ ti.xcom_pull('start_pass')['bill'] }}", **COMMON),
-        M3terDataExportJobSensor(
-            task_id="data_export", job_id="{{ ti.xcom_pull('start_pass')['export'] }}", **COMMON
-        ),
-        M3terFileUploadJobSensor(
-            task_id="file_upload",
-            job_id="{{ ti.xcom_pull('start_pass')['upload'] }}",
-            fail_on_failed_rows=True,
-            **COMMON,
-        ),
+    bill = start_bill_job()
+    export = start_data_export()
+    upload = start_file_upload([{**GOOD, "uid": "file-1"}])
+    ingest = start_ingest([{**GOOD, "uid": "good-1"}, {**GOOD, "uid": "bad-1", "meter": "no_such_meter"}])
+    chain(
+        start_meter(),
         M3terEntitySensor(
             task_id="meter_ready",
             entity_kind="meter",
@@ -108,6 +110,14 @@ with DAG("m3ter_sensors_pass", schedule=None, start_date=datetime(2024, 1, 1), c
             where={"customFields.stage": "ready"},
             **COMMON,
         ),
+        bill,
+        _job(M3terBillJobSensor, "bill_job", bill),
+        export,
+        _job(M3terDataExportJobSensor, "data_export", export),
+        upload,
+        _job(M3terFileUploadJobSensor, "file_upload", upload, fail_on_failed_rows=True),
+        ingest,
+        M3terIngestEventsSensor(task_id="events_clean_uids", uids=["good-1"], settle_seconds=1.0, **COMMON),
         M3terIngestEventsSensor(
             task_id="events_warn",
             on_failure="warn",
@@ -115,42 +125,37 @@ with DAG("m3ter_sensors_pass", schedule=None, start_date=datetime(2024, 1, 1), c
             mode="poke" if DEFERRABLE else "reschedule",
             **{**COMMON, "poke_interval": 1},
         ),
-        M3terIngestEventsSensor(
-            task_id="events_clean_uids", uids=started["good_uids"], settle_seconds=1.0, **COMMON
-        ),
-    ]
-    started >> waits
+    )
 
 
 with DAG("m3ter_sensors_fail", schedule=None, start_date=datetime(2024, 1, 1), catchup=False):
-
-    @task
-    def start_fail() -> dict:
-        client = _client()
-        # the test made bill jobs and data exports end badly; one upload row lacks "ts"
-        rows = [{**GOOD, "uid": "f-1"}, {"meter": "sensor_meter", "account": "acme", "uid": "f-2"}]
-        client.submit_measurements([{**GOOD, "uid": "bad-2", "meter": "no_such_meter"}])
-        return {**_start(client), "upload": _upload(client, rows)}
-
-    started_f = start_fail()
-    started_f >> [
-        M3terBillJobSensor(
-            task_id="bill_cancelled", job_id="{{ ti.xcom_pull('start_fail')['bill'] }}", **COMMON
+    bill_f = start_bill_job()
+    export_f = start_data_export()
+    # one row lacks "ts": m3ter counts it as a failed row of a succeeded job
+    upload_f = start_file_upload(
+        [{**GOOD, "uid": "f-1"}, {"meter": "sensor_meter", "account": "acme", "uid": "f-2"}]
+    )
+    chain(
+        bill_f,
+        _job(M3terBillJobSensor, "bill_cancelled", bill_f),
+        export_f,
+        _job(M3terDataExportJobSensor, "export_failed", export_f),
+        upload_f,
+        _job(M3terFileUploadJobSensor, "upload_failed_rows", upload_f, fail_on_failed_rows=True),
+        M3terEntitySensor(
+            task_id="meter_never",
+            entity_kind="meter",
+            code="never_there",
+            trigger_rule="all_done",
+            **{**COMMON, "timeout": 2},
         ),
-        M3terDataExportJobSensor(
-            task_id="export_failed", job_id="{{ ti.xcom_pull('start_fail')['export'] }}", **COMMON
-        ),
-        M3terFileUploadJobSensor(
-            task_id="upload_failed_rows",
-            job_id="{{ ti.xcom_pull('start_fail')['upload'] }}",
-            fail_on_failed_rows=True,
+        start_ingest([{**GOOD, "uid": "bad-2", "meter": "no_such_meter"}], delay=1.0),
+        M3terIngestEventsSensor(task_id="events_fail", uids=["bad-2"], settle_seconds=30, **COMMON),
+        M3terJobSensor(
+            task_id="job_unknown",
+            job_kind="billjob",
+            job_id="00000000-0000-0000-0000-00000000dead",
+            trigger_rule="all_done",
             **COMMON,
         ),
-        M3terEntitySensor(
-            task_id="meter_never", entity_kind="meter", code="never_there", **{**COMMON, "timeout": 2}
-        ),
-        M3terIngestEventsSensor(task_id="events_fail", settle_seconds=30, **COMMON),
-        M3terJobSensor(
-            task_id="job_unknown", job_kind="billjob", job_id="00000000-0000-0000-0000-00000000dead", **COMMON
-        ),
-    ]
+    )

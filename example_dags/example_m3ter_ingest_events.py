@@ -1,0 +1,100 @@
+"""Daily ingest, then check what m3ter rejected while validating it.
+
+m3ter accepts every well-formed ingest request and validates the measurements against their meter
+afterwards: a misspelt field or an unknown meter does not fail the ingest call, it becomes an
+``ingest.validation.failure`` event. This DAG closes that gap:
+
+1. ``api_calls_meter_ready`` waits until the ``api_calls`` meter exists with the fields the usage
+   carries (``example_m3ter_meters`` creates it), so a first run cannot race the meter's creation;
+2. ``ingest_api_calls`` sends the data interval's usage (``M3terIngestMeasurementsOperator``);
+3. ``check_ingest_events`` waits a settle period, then fails the run if any of this run's
+   measurements were rejected, with counts by failure type and the first examples.
+
+The sensors are deferrable: while they wait they hold no worker slot. Waits are m3ter-friendly by
+default (``M3TER_EXAMPLE_POLL_SECONDS`` = 30, ``M3TER_EXAMPLE_SETTLE_SECONDS`` = 120); a local
+demo against the emulator sets them lower.
+
+Connection ``m3ter_default`` (type ``m3ter``), for example::
+
+    AIRFLOW_CONN_M3TER_DEFAULT='{"conn_type": "m3ter", "host": "https://api.m3ter.com",
+      "login": "<Access Key ID>", "password": "<API Secret>", "extra": {"org_id": "<Organization ID>"}}'
+
+Nothing here touches the network while the DAG is parsed.
+"""
+
+from __future__ import annotations
+
+import os
+from datetime import datetime, timedelta
+from typing import Any
+
+from airflow.sdk import DAG, CronDataIntervalTimetable, task
+
+from airflow_provider_m3ter.operators.ingest import M3terIngestMeasurementsOperator
+from airflow_provider_m3ter.sensors.entity import M3terEntitySensor
+from airflow_provider_m3ter.sensors.events import M3terIngestEventsSensor
+
+POLL_SECONDS = float(os.environ.get("M3TER_EXAMPLE_POLL_SECONDS", "30"))
+SETTLE_SECONDS = float(os.environ.get("M3TER_EXAMPLE_SETTLE_SECONDS", "120"))
+CUSTOMERS = {"acme": "eu-west-1", "globex": "us-east-1", "initech": "eu-west-1"}
+
+
+@task
+def api_usage(data_interval_start: Any = None, data_interval_end: Any = None) -> list[dict[str, Any]]:
+    """The interval's API usage, one measurement per customer and 6 hours (stands in for a query)."""
+    usage = []
+    moment = data_interval_start
+    while moment < data_interval_end:
+        for index, (customer, region) in enumerate(CUSTOMERS.items()):
+            usage.append(
+                {
+                    "meter": "api_calls",
+                    "account": customer,
+                    "ts": moment.strftime("%Y-%m-%dT%H:%M:%SZ"),
+                    "who": {"api_key": f"key-{customer}-1"},
+                    "what": {"endpoint": "/v1/search"},
+                    "where": {"region": region},
+                    "measure": {"requests": 500 + 40 * moment.hour + 11 * index, "errors": index},
+                }
+            )
+        moment += timedelta(hours=6)
+    return usage
+
+
+with DAG(
+    dag_id="example_m3ter_ingest_events",
+    description="Daily ingest into m3ter, then fail on measurements m3ter rejected",
+    schedule=CronDataIntervalTimetable("0 1 * * *", timezone="UTC"),
+    start_date=datetime(2024, 1, 1),
+    catchup=False,
+    max_active_runs=1,
+    default_args={"retries": 2, "retry_delay": timedelta(minutes=2)},
+    tags=["m3ter", "example"],
+):
+    meter_ready = M3terEntitySensor(
+        task_id="api_calls_meter_ready",
+        entity_kind="meter",
+        code="api_calls",
+        required_fields=[
+            "who.api_key",
+            "what.endpoint",
+            "where.region",
+            "measure.requests",
+            "measure.errors",
+        ],
+        poke_interval=POLL_SECONDS,
+        timeout=3600,
+        deferrable=True,
+    )
+    ingest = M3terIngestMeasurementsOperator(task_id="ingest_api_calls", measurements=api_usage())
+    check = M3terIngestEventsSensor(
+        task_id="check_ingest_events",
+        # the window starts when this run started, so earlier runs' failures are not counted again
+        settle_seconds=SETTLE_SECONDS,
+        on_failure="fail",
+        poke_interval=POLL_SECONDS,
+        timeout=SETTLE_SECONDS + 1800,
+        deferrable=True,
+        retries=0,
+    )
+    meter_ready >> ingest >> check
