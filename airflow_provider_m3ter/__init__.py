@@ -32,7 +32,9 @@ def get_provider_info() -> dict[str, Any]:
                 "tags": ["service"],
             }
         ],
-        "hooks": [{"integration-name": _INTEGRATION, "python-modules": ["airflow_provider_m3ter.hooks.m3ter"]}],
+        "hooks": [
+            {"integration-name": _INTEGRATION, "python-modules": ["airflow_provider_m3ter.hooks.m3ter"]}
+        ],
         "operators": [
             {
                 "integration-name": _INTEGRATION,

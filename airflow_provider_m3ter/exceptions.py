@@ -11,6 +11,10 @@ boundary, so that Airflow's retry machinery sees the right thing:
   attempts on a 5XX, 429 or network fault, and a later task try may well succeed.
 
 Both keep the client error as ``.error`` and as ``__cause__``.
+
+:class:`M3terCheckFailure` is what a sensor (or the file-upload operator) raises when the thing it
+waited for ended badly: it is an ``AirflowFailException`` too, since retrying cannot change a
+finished job.
 """
 
 from __future__ import annotations
@@ -24,8 +28,10 @@ except ImportError:  # pragma: no cover - Airflow 3.0 / 3.1
 
 if TYPE_CHECKING:
     from airflow_provider_m3ter.client.errors import M3terError
+    from airflow_provider_m3ter.client.jobs import CheckResult
 
 __all__ = [
+    "M3terCheckFailure",
     "M3terFailure",
     "M3terFinalFailure",
     "M3terTransientFailure",
@@ -101,6 +107,19 @@ class M3terTransientFailure(M3terFailure):
 
     :param error: the client's ``M3terTransientError`` (its ``retry_after`` is kept).
     """
+
+
+class M3terCheckFailure(AirflowFailException):
+    """What the sensor waited for ended badly: a failed job, failed rows, validation failures.
+
+    Fails the task without retries. :attr:`result` keeps the check's JSON-friendly details.
+
+    :param result: the failed check.
+    """
+
+    def __init__(self, result: CheckResult) -> None:
+        super().__init__(result.message)
+        self.result = result
 
 
 def to_airflow_failure(error: M3terError) -> M3terFailure:

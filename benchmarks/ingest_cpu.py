@@ -58,7 +58,8 @@ def write_usage(path: Path, count: int) -> None:
             measurement = {
                 "meter": "api_calls",
                 "account": f"customer-{i % 997:04d}",
-                "ts": f"2024-05-{1 + day % 28:02d}T{second // 3600:02d}:{second // 60 % 60:02d}:{second % 60:02d}Z",
+                "ts": f"2024-05-{1 + day % 28:02d}T{second // 3600:02d}:{second // 60 % 60:02d}"
+                f":{second % 60:02d}Z",
                 "measure": {"requests": i % 1000, "gb": round((i % 977) / 7, 3)},
                 "who": {"user": f"user-{i % 31_337}"},
                 "where": {"region": ("eu-west-1", "us-east-1", "ap-south-1")[i % 3]},
@@ -190,12 +191,12 @@ def _run_child(variant: str, path: Path, emu: Any) -> dict[str, Any]:
     }
     # Warm the child's imports outside the measured part: they run before process_time() starts.
     code = (
-        "import json, sys; from pathlib import Path; sys.path.insert(0, %r);"
+        f"import json, sys; from pathlib import Path; sys.path.insert(0, {str(REPO)!r});"
         "import requests, httpx, m3ter, airflow_provider_m3ter.client.ingest, "
         "airflow_provider_m3ter.operators.sources;"
         "from benchmarks.ingest_cpu import child;"
-        "print(json.dumps(child(%r, Path(%r), json.loads(%r))))"
-    ) % (str(REPO), variant, str(path), json.dumps(handle))
+        f"print(json.dumps(child({variant!r}, Path({str(path)!r}), json.loads({json.dumps(handle)!r}))))"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False, cwd=REPO)
     if out.returncode != 0:
         raise RuntimeError(f"{variant} on {path.name} failed:\n{out.stderr[-3000:]}")
@@ -208,9 +209,7 @@ def main() -> int:
     parser.add_argument("--sizes", type=int, nargs="+", default=[100_000, 1_000_000])
     parser.add_argument("--runs", type=int, default=3, help="runs per variant and size (median reported)")
     parser.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=VARIANTS)
-    parser.add_argument(
-        "--sdk-runs", type=int, default=None, help="runs for the SDK (slow); default: --runs"
-    )
+    parser.add_argument("--sdk-runs", type=int, default=None, help="runs for the SDK (slow); default: --runs")
     args = parser.parse_args()
 
     from airflow_provider_m3ter.emulator.process import EmulatorProcess
@@ -244,7 +243,9 @@ def main() -> int:
     print("|---|---:|---:|---:|---:|---:|---:|---:|")
     rate: dict[tuple[str, int], float] = {}
     peak: dict[tuple[str, int], float] = {}
-    for (variant, size), runs in sorted(results.items(), key=lambda item: (item[0][1], VARIANTS.index(item[0][0]))):
+    for (variant, size), runs in sorted(
+        results.items(), key=lambda item: (item[0][1], VARIANTS.index(item[0][0]))
+    ):
         cpu = statistics.median(r["cpu"] for r in runs)
         wall = statistics.median(r["wall"] for r in runs)
         peak[(variant, size)] = statistics.median(r["peak_rss_kb"] for r in runs) / 1024

@@ -92,6 +92,10 @@ def run_dags(emu: EmulatorProcess, out: Path, dag_ids: list[str]) -> dict[str, b
         "AIRFLOW__CORE__DAGS_FOLDER": str(DAGS),
         "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
         "AIRFLOW_CONN_M3TER_DEFAULT": emu.connection_json(),
+        # The example DAGs wait like production (30 s polls, 2 min for validation to settle);
+        # against the emulator a second is plenty.
+        "M3TER_EXAMPLE_POLL_SECONDS": "1",
+        "M3TER_EXAMPLE_SETTLE_SECONDS": "3",
         "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH", "")])),
     }
     _say(f"\nCreating a fresh Airflow home in {home} (airflow db migrate) ...")

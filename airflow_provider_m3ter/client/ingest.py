@@ -41,6 +41,7 @@ from airflow_provider_m3ter.client.measurements import (
     BatchBuilder,
     RowError,
     UidDeriver,
+    certainly_valid,
     cutoff_key,
     timestamp_key,
     utc_key_to_iso,
@@ -254,6 +255,7 @@ class IngestRun:
         self.log = logger or log
         self.errors: list[RowError] = []
         self.summary = IngestSummary()
+        self._dead_letters: IO[str] | None = None
 
     # -- public ---------------------------------------------------------------------------------
 
@@ -267,14 +269,16 @@ class IngestRun:
         :raises M3terError: a request failed for good; the checkpoint keeps what was acknowledged.
         """
         started = self._clock()
+        self.errors, self.summary = [], IngestSummary()
         stats_before = self._client_stats()
         with tempfile.TemporaryDirectory(prefix="m3ter-ingest-", dir=self.spill_dir) as tmp:
             spill = self._prepare(rows, Path(tmp) / "batches.spill", source)
             if self.summary.invalid and self.on_invalid == "fail":
                 raise InvalidMeasurementsError(self.errors, self.summary.invalid, source)
+            start = self._resume_point(spill)
             self._warn_about_old_timestamps()
             try:
-                self._send(spill)
+                self._send(spill, start)
             finally:
                 stats_after = self._client_stats()
                 self.summary.retries = stats_after.get("retries", 0) - stats_before.get("retries", 0)
@@ -296,15 +300,13 @@ class IngestRun:
         builder = BatchBuilder(*self.builder_args)
         max_record = builder.max_record_bytes
         encode = UidDeriver(self.namespace).encode
-        validate = validate_measurement
+        validate, quick_check = validate_measurement, certainly_valid
         fingerprint = hashlib.blake2b(digest_size=16)
         fingerprint.update(json.dumps([_CHECKPOINT_VERSION, *self.builder_args]).encode())
         spill = _Spill(path)
         cutoff = cutoff_key(self._now() - DEDUP_WINDOW)
         fail_fast = self.on_invalid == "fail"
-        dead_letters: IO[str] | None = None
-        lo: str | None = None
-        hi: str | None = None
+        lo, hi = "\uffff", ""  # sort after / before every timestamp key
         read = valid = old = 0
         offset = 0
         next_report = self._clock() + self.progress_interval
@@ -326,74 +328,49 @@ class IngestRun:
                     if not read & 0xFFF and self._clock() >= next_report:
                         next_report = self._clock() + self.progress_interval
                         self.log.info("m3ter ingest: read %d rows, %d invalid so far", read, summary.invalid)
-                    if type(item) is dict:
-                        problems = validate(item)
-                        if not problems:
-                            if fail_fast and summary.invalid:
-                                valid += 1  # keep validating for the report; nothing will be sent
-                                continue
-                            record = encode(item)
-                            if len(record) > max_record:
-                                errors = [
-                                    RowError(
-                                        row,
-                                        "",
-                                        f"the measurement is {len(record)} bytes as JSON; a request body "
-                                        f"must stay under {self.builder_args[1]} bytes",
-                                        source,
-                                        line,
-                                    )
-                                ]
-                            else:
-                                valid += 1
-                                ts = item["ts"]
-                                key = ts[:-1] if ts[-1] == "Z" else timestamp_key(ts)
-                                if lo is None or key < lo:
-                                    lo = key
-                                if hi is None or key > hi:
-                                    hi = key
-                                if key < cutoff:
-                                    old += 1
-                                done = builder.add(record)
-                                if done is not None:
-                                    write(done)
-                                continue
-                        else:
-                            errors = [RowError(row, p.field, p.reason, source, line) for p in problems]
+                    # the quick check settles the common case; the full one names the problems
+                    if type(item) is dict and quick_check(item):
+                        pass
                     elif isinstance(item, RowError):
-                        errors = [item]
-                    else:
-                        problems = validate(item)
+                        self._reject(row, line, None, [item], source)
+                        continue
+                    elif problems := validate(item):
                         errors = [RowError(row, p.field, p.reason, source, line) for p in problems]
-                    summary.invalid += 1
-                    room = self.max_errors_reported - len(self.errors)
-                    if room > 0:
-                        self.errors.extend(errors[:room])
-                    if not fail_fast:
-                        if dead_letters is None:
-                            dead_letters = self._open_dead_letters()
-                        dead_letters.write(
-                            json.dumps(
-                                {
-                                    "row": row,
-                                    "line": line,
-                                    "source": source,
-                                    "errors": [{"field": e.field, "reason": e.reason} for e in errors],
-                                    "data": None if isinstance(item, RowError) else _dead_letter_json(item),
-                                }
-                            )
-                            + "\n"
+                        self._reject(row, line, item, errors, source)
+                        continue
+                    if fail_fast and summary.invalid:
+                        valid += 1  # nothing will be sent: just keep validating for the report
+                        continue
+                    record = encode(item)
+                    if len(record) > max_record:
+                        reason = (
+                            f"the measurement is {len(record)} bytes as JSON; a request body must stay "
+                            f"under {self.builder_args[1]} bytes"
                         )
+                        self._reject(row, line, item, [RowError(row, "", reason, source, line)], source)
+                        continue
+                    valid += 1
+                    ts = item["ts"]
+                    key = ts[:-1] if ts[-1] == "Z" else timestamp_key(ts)
+                    if key < lo:
+                        lo = key
+                    if key > hi:
+                        hi = key
+                    if key < cutoff:
+                        old += 1
+                    if (done := builder.add(record)) is not None:
+                        write(done)
             finally:
-                if dead_letters is not None:
-                    dead_letters.close()
+                if self._dead_letters is not None:
+                    self._dead_letters.close()
+                    self._dead_letters = None
             if (last := builder.flush()) is not None and not (fail_fast and summary.invalid):
                 write(last)
         summary.read, summary.valid, summary.older_than_dedup_window = read, valid, old
         summary.total_batches = len(spill.batches)
         summary.fingerprint = fingerprint.hexdigest()
-        summary.ts_min = utc_key_to_iso(lo) if lo is not None else None
-        summary.ts_max = utc_key_to_iso(hi) if hi is not None else None
+        summary.ts_min = utc_key_to_iso(lo) if valid else None
+        summary.ts_max = utc_key_to_iso(hi) if valid else None
         self.log.info(
             "m3ter ingest: read %d rows from %s: %d valid, %d invalid, %d batches prepared",
             read,
@@ -403,6 +380,27 @@ class IngestRun:
             len(spill.batches),
         )
         return spill
+
+    def _reject(
+        self, row: int, line: int | None, item: Any, errors: list[RowError], source: str | None
+    ) -> None:
+        """Count a rejected row, keep its first errors for the report, and dead-letter it (``skip``)."""
+        self.summary.invalid += 1
+        room = self.max_errors_reported - len(self.errors)
+        if room > 0:
+            self.errors.extend(errors[:room])
+        if self.on_invalid != "skip":
+            return
+        if self._dead_letters is None:
+            self._dead_letters = self._open_dead_letters()
+        letter = {
+            "row": row,
+            "line": line,
+            "source": source,
+            "errors": [{"field": error.field, "reason": error.reason} for error in errors],
+            "data": None if item is None else _dead_letter_json(item),
+        }
+        self._dead_letters.write(json.dumps(letter) + "\n")
 
     def _open_dead_letters(self) -> IO[str]:
         target = self.dead_letter_path
@@ -454,10 +452,9 @@ class IngestRun:
         )
         return done
 
-    def _send(self, spill: _Spill) -> None:
+    def _send(self, spill: _Spill, start: int) -> None:
         summary = self.summary
         total = len(spill.batches)
-        start = self._resume_point(spill)
         if start >= total:
             return
         lock = threading.Lock()

@@ -18,6 +18,7 @@ Every record is serialized once: the bytes hashed for its uid are the bytes sent
 from __future__ import annotations
 
 import calendar
+import functools
 import hashlib
 import json
 import math
@@ -26,6 +27,7 @@ import unicodedata
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
+from json.encoder import c_make_encoder, encode_basestring_ascii  # type: ignore[attr-defined]
 from typing import Any, NamedTuple
 
 __all__ = [
@@ -47,6 +49,7 @@ __all__ = [
     "UidDeriver",
     "body_size",
     "build_body",
+    "certainly_valid",
     "cutoff_key",
     "derive_uid",
     "encode",
@@ -261,6 +264,111 @@ def _number_map_problems(category: str, value: Any, out: list[FieldProblem]) -> 
             out.append(FieldProblem(f"{category}.{key}", f"must be a number, got {_type_name(item)}"))
 
 
+@functools.lru_cache(maxsize=4096)
+def _days_in_month(year_month: str) -> int:
+    return calendar.monthrange(int(year_month[:4]), int(year_month[5:7]))[1]
+
+
+def _fast_timestamp(value: Any) -> bool:
+    """True when ``value`` is certainly a valid timestamp (the common case, no allocation-heavy work)."""
+    return (
+        type(value) is str
+        and _TIMESTAMP.fullmatch(value) is not None
+        and (value[8:10] <= "28" or int(value[8:10]) <= _days_in_month(value[:7]))
+    )
+
+
+def _fast_numbers(value: Any) -> bool:
+    if type(value) is not dict or not value.keys() <= _checked_field_codes:
+        return False
+    for item in value.values():
+        kind = type(item)
+        # x - x is 0.0 for every finite float and NaN for NaN and the infinities
+        if kind is not int and (kind is not float or item - item != 0.0):
+            return False
+    return True
+
+
+def _fast_strings(value: Any) -> bool:
+    if type(value) is not dict or not value.keys() <= _checked_field_codes:
+        return False
+    for item in value.values():  # noqa: SIM110 - a plain loop is faster than all() on a generator
+        if type(item) is not str:
+            return False
+    return True
+
+
+def _fast_metadata(value: Any) -> bool:
+    if type(value) is not dict or not value.keys() <= _checked_field_codes:
+        return False
+    for item in value.values():
+        if type(item) is not str or len(item) > MAX_METADATA_VALUE_LENGTH:
+            return False
+    return True
+
+
+def _fast_uid(value: Any) -> bool:
+    return type(value) is str and 0 < len(value) <= MAX_UID_LENGTH and value.isprintable()
+
+
+_FAST_CHECKS: dict[str, Any] = {
+    "ets": _fast_timestamp,
+    "uid": _fast_uid,
+    "measure": _fast_numbers,
+    "cost": _fast_numbers,
+    "income": _fast_numbers,
+    "who": _fast_strings,
+    "where": _fast_strings,
+    "what": _fast_strings,
+    "other": _fast_strings,
+    "metadata": _fast_metadata,
+}
+
+
+# Rows of one source share a few key layouts: remember, per layout, which fields need a check.
+_layouts: dict[tuple[str, ...], Any] = {}
+_UNSEEN = object()
+
+
+def _layout_checks(keys: tuple[str, ...]) -> tuple[tuple[str, Any], ...] | None:
+    """The fast checks for a key layout, or None when the layout itself is invalid."""
+    if not (set(keys) <= TOP_LEVEL_FIELDS and {"meter", "account", "ts"} <= set(keys)):
+        checks = None
+    else:
+        checks = tuple((key, _FAST_CHECKS[key]) for key in keys if key in _FAST_CHECKS)
+    if len(_layouts) >= 1024:
+        _layouts.clear()
+    _layouts[keys] = checks
+    return checks
+
+
+def certainly_valid(m: dict[str, Any]) -> bool:
+    """A quick check that is True only for valid measurements; False means "run the full check".
+
+    Cheap enough for every row of a large load: :func:`validate_measurement` runs it first and only
+    looks closer (to name the problems) when it says False.
+
+    :param m: a measurement dict.
+    """
+    keys = tuple(m)
+    checks = _layouts.get(keys, _UNSEEN)
+    if checks is _UNSEEN:
+        checks = _layout_checks(keys)
+    if checks is None:
+        return False
+    try:
+        if m["meter"] not in _checked_codes or m["account"] not in _checked_codes:
+            return False
+    except TypeError:  # an unhashable meter/account value
+        return False
+    if not _fast_timestamp(m["ts"]):
+        return False
+    for key, check in checks:  # noqa: SIM110 - a plain loop is faster than all() on a generator
+        if not check(m[key]):
+            return False
+    return True
+
+
 def validate_measurement(m: Any) -> list[FieldProblem]:
     """Check one measurement against m3ter's ingest rules (see the module docstring).
 
@@ -269,6 +377,8 @@ def validate_measurement(m: Any) -> list[FieldProblem]:
     """
     if type(m) is not dict:
         return [FieldProblem("", f"a measurement must be an object, got {_type_name(m)}")]
+    if certainly_valid(m):
+        return []
     problems: list[FieldProblem] = []
     if not m.keys() <= TOP_LEVEL_FIELDS:
         for key in sorted(map(str, m.keys() - TOP_LEVEL_FIELDS)):
@@ -278,7 +388,7 @@ def validate_measurement(m: Any) -> list[FieldProblem]:
             problems.append(FieldProblem(required, "is required"))
     for key, value in m.items():
         if key == "meter" or key == "account":
-            if value not in _checked_codes and (reason := _code_problem(value, key)):
+            if reason := _code_problem(value, key):
                 problems.append(FieldProblem(key, reason))
         elif key == "ts" or key == "ets":
             if reason := _timestamp_problem(value, key):
@@ -299,9 +409,32 @@ def validate_measurement(m: Any) -> list[FieldProblem]:
 
 # --- uids and encoding --------------------------------------------------------------------------
 
-_dumps_canonical = json.JSONEncoder(
-    sort_keys=True, separators=(",", ":"), ensure_ascii=True, allow_nan=False
-).encode
+
+def _refuse(value: Any) -> Any:
+    raise TypeError(f"{type(value).__name__} is not JSON serializable")
+
+
+def _canonical_encoder() -> Any:
+    """``dumps(sort_keys, compact, ASCII, no NaN)``; the C encoder built once (json builds one per call)."""
+    slow = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=True, allow_nan=False).encode
+    if c_make_encoder is None:  # pragma: no cover - CPython always has the C accelerator
+        return slow
+    try:
+        fast = c_make_encoder(None, _refuse, encode_basestring_ascii, None, ":", ",", True, False, False)
+    except TypeError:  # pragma: no cover - a Python with another C encoder signature
+        return slow
+
+    def dumps(value: Any) -> str:
+        return "".join(fast(value, 0))
+
+    if dumps({"b": [1.5, "\u00e9"], "a": None}) != slow(
+        {"b": [1.5, "\u00e9"], "a": None}
+    ):  # pragma: no cover
+        return slow
+    return dumps
+
+
+_dumps_canonical = _canonical_encoder()
 
 
 class UidDeriver:

@@ -23,21 +23,18 @@ from airflow.sdk import BaseOperator
 from tenacity import Retrying, retry_if_exception_type, stop_after_attempt, wait_exponential
 
 from airflow_provider_m3ter.client.errors import M3terError, M3terFinalError, M3terTransientError
-from airflow_provider_m3ter.client.jobs import (
-    FILE_UPLOAD_JOB,
-    CheckResult,
+from airflow_provider_m3ter.client.file_upload import (
     FileScan,
     MeasurementFileError,
     MeasurementUpload,
-    check_job,
-    evaluate_job,
     put_upload,
     request_upload_url,
 )
-from airflow_provider_m3ter.exceptions import to_airflow_failure
+from airflow_provider_m3ter.client.jobs import FILE_UPLOAD_JOB, CheckResult, check_job, evaluate_job
+from airflow_provider_m3ter.exceptions import M3terCheckFailure, to_airflow_failure
 from airflow_provider_m3ter.links import M3terConsoleLink, console_url, persist_console_link
 from airflow_provider_m3ter.operators.sources import FileSource, RowMapping, SourceError
-from airflow_provider_m3ter.sensors.base import M3terCheckFailure, default_deferrable
+from airflow_provider_m3ter.sensors.base import default_deferrable
 from airflow_provider_m3ter.triggers.base import error_from_dict
 from airflow_provider_m3ter.triggers.jobs import M3terFileUploadJobTrigger
 
@@ -62,7 +59,8 @@ class M3terFileUploadOperator(BaseOperator):
     """Upload a measurements file to m3ter's file-upload ingest and wait for the job.
 
     Returns (XCom) ``{"job_id", "status", "file_name", "measurements", "rejected", "content_length",
-    "totalRows", "processedRows", "failedRows", "resumed"}``.
+    "totalRows", "processedRows", "failedRows", "resumed"}`` (``resumed``: this try reconnected to a
+    previous try's job; absent when the runner did not pass it through a deferral).
 
     :param source_path: the file: a local path, a ``file://``/object-storage URL (templated).
     :param source_format: ``jsonl``, ``json`` (array) or ``csv``; ``None`` detects it.
@@ -185,7 +183,6 @@ class M3terFileUploadOperator(BaseOperator):
         store = context.get("task_state_store")  # type: ignore[misc]
         if store is None:
             self.log.info("No task_state_store here (Airflow < 3.3): a retry after a crash uploads again")
-        summary: dict[str, Any] | None = None
         with hook.translate_errors():
             summary = self._resume(client, store)
             if summary is None:
@@ -287,7 +284,7 @@ class M3terFileUploadOperator(BaseOperator):
                 store.set(UPLOAD_STATE_KEY, record)
             try:
                 put_upload(ticket, upload.body(scan.content_length), timeout=self.put_timeout)
-            except MeasurementFileError as exc:
+            except (MeasurementFileError, SourceError) as exc:  # the file changed or vanished meanwhile
                 raise AirflowFailException(f"{self.task_id}: {exc}") from None
             if store is not None:
                 store.set(UPLOAD_STATE_KEY, {**record, "phase": "uploaded"})
@@ -341,7 +338,8 @@ class M3terFileUploadOperator(BaseOperator):
         :param event: the trigger's event payload.
         :param summary: the upload summary passed through the deferral.
         """
-        summary = dict(summary or {})
+        # a runner that drops the deferral's kwargs (``dags test`` does) still has the store's record
+        summary = dict(summary or self._recorded_summary(context))
         if event is None:
             # resumed without the trigger's answer (the deferral was interrupted): look again
             self.log.warning(
@@ -360,6 +358,14 @@ class M3terFileUploadOperator(BaseOperator):
             error: M3terError = error_from_dict(event["error"])
             raise to_airflow_failure(error) from error
         raise AirflowException(f"unexpected trigger event: {event!r}")
+
+    def _recorded_summary(self, context: Context) -> dict[str, Any]:
+        """The upload summary kept in the task state store, or an empty dict."""
+        store = context.get("task_state_store")  # type: ignore[misc]
+        record: Any = store.get(UPLOAD_STATE_KEY) if store is not None else None
+        if not isinstance(record, dict) or not record.get("job_id"):
+            return {}
+        return {**(record.get("summary") or {}), "job_id": record["job_id"]}
 
     def _finish(self, result: CheckResult, summary: dict[str, Any]) -> dict[str, Any]:
         """Apply the failed-rows rule to the finished job and return the summary."""

@@ -359,22 +359,33 @@ class FileSource:
             handle.close()
 
     def _jsonl(self, handle: BinaryIO) -> Iterator[SourceRow]:
-        mapping, name, loads = self.mapping, self.name, json.loads
+        mapping, name = self.mapping, self.name
         plans: dict[tuple[str, ...], list[Any]] = {}
         simple = mapping.mapping is None and mapping.meter is None and mapping.account is None
+        # the decoder's own scanner on decoded text skips json.loads' per-call encoding detection
+        scan = json.JSONDecoder().scan_once
         row = 0
         for line_no, raw in enumerate(handle, start=1):
-            if not raw.strip():
-                continue
-            row += 1
             try:
-                item = loads(raw)
-            except ValueError as exc:
-                reason = f"not valid JSON: {getattr(exc, 'msg', exc)}"
-                if isinstance(exc, json.JSONDecodeError):
-                    reason += f" (column {exc.colno})"
-                yield row, line_no, RowError(row, "", reason, name, line_no)
-                continue
+                text = raw.decode(self.encoding)
+                item, end = scan(text, 0)
+                if end != len(text) and (rest := text[end:]) != "\n" and rest.strip():
+                    raise ValueError("extra data")
+            except (StopIteration, ValueError):
+                # unusual lines (blank, indented, BOM, malformed) take the careful path
+                if not raw.strip():
+                    continue
+                row += 1
+                try:
+                    item = json.loads(raw)
+                except ValueError as exc:
+                    reason = f"not valid JSON: {getattr(exc, 'msg', exc)}"
+                    if isinstance(exc, json.JSONDecodeError):
+                        reason += f" (column {exc.colno})"
+                    yield row, line_no, RowError(row, "", reason, name, line_no)
+                    continue
+            else:
+                row += 1
             if simple:
                 yield row, line_no, item
             else:

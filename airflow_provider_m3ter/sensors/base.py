@@ -6,8 +6,9 @@ the hook; deferrable mode checks once, then defers to the trigger; ``execute_com
 trigger's event back into the very outcome ``poke`` would have produced:
 
 - succeeded: the check's details are the task's XCom value;
-- failed (a failed job, ingest validation failures ...): :class:`M3terCheckFailure`, which fails
-  the task without retries (retrying cannot change a finished job);
+- failed (a failed job, ingest validation failures ...):
+  :class:`~airflow_provider_m3ter.exceptions.M3terCheckFailure`, which fails the task without
+  retries (retrying cannot change a finished job);
 - a final m3ter error (4XX, bad connection): ``M3terFinalFailure``;
 - the timeout: ``AirflowSensorTimeout``.
 
@@ -24,7 +25,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 from airflow.sdk import BaseSensorOperator, PokeReturnValue
 
 from airflow_provider_m3ter.client.jobs import CheckResult
-from airflow_provider_m3ter.exceptions import M3terTransientFailure, to_airflow_failure
+from airflow_provider_m3ter.exceptions import M3terCheckFailure, M3terTransientFailure, to_airflow_failure
 from airflow_provider_m3ter.links import M3terConsoleLink, console_url, persist_console_link
 from airflow_provider_m3ter.triggers.base import error_from_dict
 
@@ -49,7 +50,7 @@ if TYPE_CHECKING:
 
     from airflow_provider_m3ter.hooks.m3ter import M3terHook
 
-__all__ = ["M3terBaseSensor", "M3terCheckFailure", "default_deferrable"]
+__all__ = ["M3terBaseSensor", "default_deferrable"]
 
 # the triggerer's own timeout fires only if the trigger's deadline event somehow does not
 _DEFER_TIMEOUT_GRACE = 120.0
@@ -62,19 +63,6 @@ def default_deferrable() -> bool:
     except ImportError:  # pragma: no cover - Airflow 3.0
         from airflow.configuration import conf  # type: ignore[no-redef]
     return conf.getboolean("operators", "default_deferrable", fallback=False)
-
-
-class M3terCheckFailure(AirflowFailException):
-    """What the sensor waited for ended badly: a failed job, failed rows, validation failures.
-
-    Fails the task without retries. :attr:`result` keeps the check's JSON-friendly details.
-
-    :param result: the failed check.
-    """
-
-    def __init__(self, result: CheckResult) -> None:
-        super().__init__(result.message)
-        self.result = result
 
 
 class M3terBaseSensor(BaseSensorOperator):

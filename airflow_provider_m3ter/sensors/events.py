@@ -8,7 +8,8 @@ from collections.abc import Sequence
 from datetime import datetime, timedelta, timezone
 from typing import TYPE_CHECKING, Any
 
-from airflow_provider_m3ter.client.jobs import CheckResult, check_ingest_events, parse_time
+from airflow_provider_m3ter.client.events import check_ingest_events, parse_time
+from airflow_provider_m3ter.client.jobs import CheckResult
 from airflow_provider_m3ter.sensors.base import M3terBaseSensor
 from airflow_provider_m3ter.triggers.events import M3terIngestEventsTrigger
 
@@ -27,7 +28,7 @@ class M3terIngestEventsSensor(M3terBaseSensor):
     ``settle_seconds`` after its first check (the time m3ter is given to finish validating):
 
     - ``on_failure="fail"``: the first failure seen fails the task at once
-      (:class:`~airflow_provider_m3ter.sensors.base.M3terCheckFailure`, no retries), naming the
+      (:class:`~airflow_provider_m3ter.exceptions.M3terCheckFailure`, no retries), naming the
       counts by failure type and the first examples;
     - ``on_failure="warn"``: it waits the whole settle period, logs a warning with the counts and
       examples, and succeeds.

@@ -1,6 +1,6 @@
 """The polling loop every m3ter trigger shares, and the JSON form of a client error.
 
-A trigger runs one plain-Python check from :mod:`airflow_provider_m3ter.client.jobs` in a thread
+A trigger runs one plain-Python check (``client.jobs``, ``client.events``) in a thread
 (``asyncio.to_thread``) with a client built from the Airflow connection, so the deferrable path uses
 the same HTTP code, retry rules and outcome logic as the sensor's ``poke``. It carries only JSON
 values and an absolute deadline (epoch seconds): re-creating it from :meth:`serialize` after a

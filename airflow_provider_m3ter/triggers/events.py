@@ -5,7 +5,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from airflow_provider_m3ter.client.jobs import CheckResult, check_ingest_events
+from airflow_provider_m3ter.client.events import check_ingest_events
+from airflow_provider_m3ter.client.jobs import CheckResult
 from airflow_provider_m3ter.triggers.base import M3terPollingTrigger
 
 __all__ = ["M3terIngestEventsTrigger"]

@@ -261,3 +261,22 @@ def test_progress_is_logged_and_old_timestamps_are_warned(client_factory, caplog
         in warning[0].getMessage()
     )
     assert list(tmp_path.iterdir()) == []  # the spill file is gone
+
+
+def test_a_resumed_run_warns_about_timestamps_beyond_the_dedup_window(
+    m3ter_emulator, client_factory, caplog
+) -> None:
+    store = MemoryCheckpointStore()
+    m3ter_emulator.set_faults(target="ingest", sequence=["ok", "500"])
+    with pytest.raises(M3terTransientError):
+        ingest_run(client_factory(max_attempts=1), checkpoint=store).run_measurements(usage(2000))
+    later = ingest_run(
+        client_factory(), checkpoint=store, now=lambda: datetime(2024, 8, 1, tzinfo=timezone.utc)
+    )
+    with caplog.at_level("INFO", logger="airflow_provider_m3ter.ingest"):
+        summary = later.run_measurements(usage(2000))
+    assert summary.resumed_from == {"batches": 1, "measurements": 1000}
+    warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert any(
+        "2000 measurements have a ts older" in w and "(this is a retry or rerun)" in w for w in warnings
+    )

@@ -43,6 +43,18 @@ def test_json_lines_rows_lines_and_bad_lines(tmp_path: Path) -> None:
     assert got[2][2] == [1, 2]  # not an object: left for validation to reject with its row number
 
 
+def test_json_lines_odd_but_valid_lines_and_trailing_garbage(tmp_path: Path) -> None:
+    path = tmp_path / "usage.jsonl"
+    text = "\ufeff" + json.dumps(M1) + "\r\n" + "   " + json.dumps(M2) + "  \n" + json.dumps(M1) + " x\n"
+    path.write_bytes(text.encode() + json.dumps(M2).encode())  # no newline at the end
+    got = rows(FileSource(path))
+    assert [item for _, _, item in got][:2] == [M1, M2]
+    assert isinstance(got[2][2], RowError)
+    assert got[2][2].reason.startswith("not valid JSON: Extra data")
+    assert (got[2][0], got[2][1]) == (3, 3)
+    assert got[3] == (4, 4, M2)
+
+
 def test_meter_and_account_defaults_fill_gaps_only(tmp_path: Path) -> None:
     path = tmp_path / "usage.ndjson"
     path.write_text(json.dumps({"ts": "2024-05-01T00:00:00Z"}) + "\n" + json.dumps(M1) + "\n")

@@ -11,14 +11,9 @@ import requests
 
 from airflow_provider_m3ter.client.core import M3terClient
 from airflow_provider_m3ter.client.errors import M3terFinalError
-from airflow_provider_m3ter.client.jobs import (
-    JsonArrayBody,
-    check_entity,
-    check_ingest_events,
-    check_job,
-    put_upload,
-    request_upload_url,
-)
+from airflow_provider_m3ter.client.events import check_ingest_events
+from airflow_provider_m3ter.client.file_upload import JsonArrayBody, put_upload, request_upload_url
+from airflow_provider_m3ter.client.jobs import check_entity, check_job
 from airflow_provider_m3ter.client.settings import ClientSettings
 
 

@@ -10,13 +10,14 @@ from __future__ import annotations
 import asyncio
 import gzip
 import json
+import time
 
 import pytest
 from airflow.sdk.exceptions import AirflowException, AirflowFailException, TaskDeferred
 
 from airflow_provider_m3ter.client.measurements import derive_uid
+from airflow_provider_m3ter.exceptions import M3terCheckFailure
 from airflow_provider_m3ter.operators.file_upload import UPLOAD_STATE_KEY, M3terFileUploadOperator
-from airflow_provider_m3ter.sensors.base import M3terCheckFailure
 from airflow_provider_m3ter.triggers.jobs import M3terFileUploadJobTrigger
 
 URL_ROUTE = "POST /organizations/{orgId}/fileuploads/measurements/generateUploadUrl"
@@ -72,15 +73,9 @@ def emulator(m3ter_emulator, monkeypatch):
 
 
 def _operator(path, **kwargs) -> M3terFileUploadOperator:
-    operator = M3terFileUploadOperator(
-        task_id="upload",
-        source_path=str(path),
-        uid_namespace="ns",
-        poll_interval=0.1,
-        deferrable=False,
-        **kwargs,
-    )
-    operator.sleep = lambda seconds: __import__("time").sleep(min(seconds, 0.1))
+    settings = {"uid_namespace": "ns", "poll_interval": 0.1, "deferrable": False, **kwargs}
+    operator = M3terFileUploadOperator(task_id="upload", source_path=str(path), **settings)
+    operator.sleep = lambda seconds: time.sleep(min(seconds, 0.1))
     return operator
 
 
@@ -164,7 +159,7 @@ def test_invalid_rows_fail_before_anything_is_sent(emulator, tmp_path):
 
 
 def test_a_missing_file_is_a_clear_failure(emulator, tmp_path):
-    with pytest.raises(AirflowFailException, match="source file not found: .*nowhere.jsonl"):
+    with pytest.raises(AirflowFailException, match=r"source file not found: .*nowhere\.jsonl"):
         _operator(tmp_path / "nowhere.jsonl").execute(_context())
 
 

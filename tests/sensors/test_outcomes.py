@@ -1,4 +1,5 @@
-"""The pure outcome rules of client/jobs.py: job statuses, entity conditions, ingest-event reports."""
+"""The pure outcome rules of client/jobs.py and client/events.py: job statuses, entity conditions,
+ingest-event reports."""
 
 from __future__ import annotations
 
@@ -6,18 +7,21 @@ from datetime import datetime, timezone
 
 import pytest
 
+from airflow_provider_m3ter.client.events import (
+    evaluate_ingest_events,
+    parse_time,
+    summarize_validation_failure,
+)
 from airflow_provider_m3ter.client.jobs import (
     BILL_JOB,
     DATA_EXPORT_JOB,
     FILE_UPLOAD_JOB,
     CheckResult,
+    check_entity,
     entity_problems,
-    evaluate_ingest_events,
     evaluate_job,
     get_entity_kind,
     get_job_kind,
-    parse_time,
-    summarize_validation_failure,
 )
 
 
@@ -193,3 +197,13 @@ def test_parse_time_accepts_the_usual_spellings():
         parse_time("yesterday")
     with pytest.raises(ValueError, match="expected a datetime"):
         parse_time(None)
+
+
+def test_entity_codes_may_hold_any_printable_text_but_not_padding():
+    class NoCalls:
+        def paginate(self, *args, **kwargs):
+            raise AssertionError("a bad code must be refused before any call")
+
+    for bad in ("", " padded", "tab\there", None):
+        with pytest.raises(ValueError, match="meter code must be 1-200 printable characters"):
+            check_entity(NoCalls(), "meter", bad)  # type: ignore[arg-type]

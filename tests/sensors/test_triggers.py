@@ -12,8 +12,7 @@ from airflow.sdk.exceptions import AirflowSensorTimeout
 
 from airflow_provider_m3ter.client import errors as client_errors
 from airflow_provider_m3ter.client.core import M3terClient
-from airflow_provider_m3ter.exceptions import M3terFinalFailure, to_airflow_failure
-from airflow_provider_m3ter.sensors.base import M3terCheckFailure
+from airflow_provider_m3ter.exceptions import M3terCheckFailure, M3terFinalFailure, to_airflow_failure
 from airflow_provider_m3ter.sensors.jobs import M3terBillJobSensor
 from airflow_provider_m3ter.triggers.base import error_from_dict, error_to_dict
 from airflow_provider_m3ter.triggers.entity import M3terEntityTrigger

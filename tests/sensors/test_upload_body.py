@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from airflow_provider_m3ter.client.jobs import JsonArrayBody, MeasurementFileError, MeasurementUpload
+from airflow_provider_m3ter.client.file_upload import JsonArrayBody, MeasurementFileError, MeasurementUpload
 from airflow_provider_m3ter.client.measurements import derive_uid
 from airflow_provider_m3ter.operators.sources import FileSource, RowMapping
 

@@ -21,7 +21,7 @@ from datetime import datetime
 
 from airflow.sdk import DAG, chain, task
 
-from airflow_provider_m3ter.client.jobs import JsonArrayBody, put_upload, request_upload_url
+from airflow_provider_m3ter.client.file_upload import JsonArrayBody, put_upload, request_upload_url
 from airflow_provider_m3ter.sensors.entity import M3terEntitySensor
 from airflow_provider_m3ter.sensors.events import M3terIngestEventsSensor
 from airflow_provider_m3ter.sensors.jobs import (

@@ -1,0 +1,227 @@
+"""The ingest-events check: ``ingest.validation.failure`` events since a time.
+
+m3ter validates measurements asynchronously after accepting them, and reports each rejected one as
+an ``ingest.validation.failure`` event. :func:`check_ingest_events` reads those events for a time
+window and :func:`evaluate_ingest_events` turns them into a
+:class:`~airflow_provider_m3ter.client.jobs.CheckResult`, like the other checks. Plain Python (no
+Airflow import).
+"""
+
+from __future__ import annotations
+
+import time
+from collections import Counter
+from collections.abc import Iterable, Mapping, Sequence
+from datetime import datetime, timezone
+from typing import Any, Literal
+
+from airflow_provider_m3ter.client.jobs import CheckResult
+
+__all__ = [
+    "INGEST_VALIDATION_FAILURE",
+    "check_ingest_events",
+    "evaluate_ingest_events",
+    "parse_time",
+    "summarize_validation_failure",
+]
+
+INGEST_VALIDATION_FAILURE = "ingest.validation.failure"
+_TYPE_KEYS = ("failureType", "errorType", "validationType", "failureReason", "reason", "type", "errorCode")
+_UID_KEYS = ("uid",)
+_OLDER_EVENTS_TO_STOP = 100
+_MESSAGE_KEYS = ("message", "errorMessage", "failureMessage", "description", "detail")
+
+
+def parse_time(value: Any) -> float:
+    """Epoch seconds from a datetime, an ISO-8601 string (``Z`` allowed) or a number.
+
+    :param value: the time; naive datetimes and strings are taken as UTC.
+    """
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return float(value)
+    if isinstance(value, str):
+        text = value.strip()
+        try:
+            value = datetime.fromisoformat(text[:-1] + "+00:00" if text.endswith(("Z", "z")) else text)
+        except ValueError:
+            raise ValueError(f"not an ISO-8601 date-time: {text!r}") from None
+    if isinstance(value, datetime):
+        if value.tzinfo is None:
+            value = value.replace(tzinfo=timezone.utc)
+        return value.timestamp()
+    raise ValueError(f"expected a datetime, an ISO-8601 string or epoch seconds, got {value!r}")
+
+
+def _find_first(data: Any, keys: Iterable[str], depth: int = 0) -> Any:
+    """The first value under any of ``keys`` in nested dicts/lists (breadth first, bounded depth)."""
+    if depth > 4:
+        return None
+    if isinstance(data, Mapping):
+        for key in keys:
+            if key in data and isinstance(data[key], (str, int)) and not isinstance(data[key], bool):
+                return data[key]
+        children: Iterable[Any] = data.values()
+    elif isinstance(data, list):
+        children = data
+    else:
+        return None
+    for child in children:
+        if isinstance(child, (Mapping, list)):
+            found = _find_first(child, keys, depth + 1)
+            if found is not None:
+                return found
+    return None
+
+
+def summarize_validation_failure(event: Mapping[str, Any]) -> dict[str, Any]:
+    """The facts a report needs from one ``ingest.validation.failure`` event.
+
+    m3ter does not publish the shape of ``m3terEvent`` for this event, so the failure type, the
+    measurement's uid and a message are looked up by their usual key names wherever they sit.
+
+    :param event: one event from ``GET /events``.
+    :return: ``{"id", "eventTime", "failureType", "uid", "meter", "account", "message"}``.
+    """
+    details = event.get("m3terEvent") or {}
+    measurement = _find_first_mapping(details, "measurement")
+    return {
+        "id": event.get("id"),
+        "eventTime": event.get("eventTime"),
+        "failureType": str(_find_first(details, _TYPE_KEYS) or "Unknown"),
+        "uid": _find_first(measurement or details, _UID_KEYS),
+        "meter": _find_first(measurement or details, ("meter", "meterCode")),
+        "account": _find_first(measurement or details, ("account", "accountCode")),
+        "message": _find_first(details, _MESSAGE_KEYS),
+    }
+
+
+def _find_first_mapping(data: Any, key: str, depth: int = 0) -> Mapping[str, Any] | None:
+    if depth > 4 or not isinstance(data, Mapping):
+        return None
+    if isinstance(data.get(key), Mapping):
+        return data[key]
+    for child in data.values():
+        found = _find_first_mapping(child, key, depth + 1)
+        if found is not None:
+            return found
+    return None
+
+
+def _describe_failure(failure: Mapping[str, Any]) -> str:
+    """``MissingField (uid u1, meter m, account a): message`` for one failure summary."""
+    where = ", ".join(f"{key} {failure[key]}" for key in ("uid", "meter", "account") if failure.get(key))
+    text = str(failure.get("failureType"))
+    if where:
+        text += f" ({where})"
+    return f"{text}: {failure['message']}" if failure.get("message") else text
+
+
+def evaluate_ingest_events(
+    failures: Sequence[Mapping[str, Any]],
+    *,
+    now: float,
+    settle_until: float,
+    on_failure: Literal["fail", "warn"] = "fail",
+    max_examples: int = 5,
+    scanned: int = 0,
+    since: float | None = None,
+) -> CheckResult:
+    """Turn the failures seen so far into a result.
+
+    - any failure and ``on_failure="fail"``: ``failed`` at once (more waiting cannot undo it);
+    - before ``settle_until``: ``pending`` (m3ter validates asynchronously, failures may still come);
+    - after it: ``succeeded``; with ``on_failure="warn"`` the detail carries the failures.
+
+    :param failures: summaries from :func:`summarize_validation_failure`, already filtered.
+    :param now: current time, epoch seconds.
+    :param settle_until: epoch seconds after which no more failures are expected.
+    :param on_failure: ``"fail"`` or ``"warn"``.
+    :param max_examples: how many failures to keep as examples.
+    :param scanned: how many events were read (for the report).
+    :param since: start of the window, epoch seconds (for the report).
+    """
+    if on_failure not in ("fail", "warn"):
+        raise ValueError(f"on_failure must be 'fail' or 'warn', got {on_failure!r}")
+    by_type = Counter(str(failure.get("failureType")) for failure in failures)
+    detail: dict[str, Any] = {
+        "failures": len(failures),
+        "by_type": dict(sorted(by_type.items())),
+        "examples": [dict(failure) for failure in failures[: max(0, max_examples)]],
+        "events_scanned": scanned,
+        "since": datetime.fromtimestamp(since, tz=timezone.utc).isoformat() if since is not None else None,
+        "settled": now >= settle_until,
+    }
+    counts = ", ".join(f"{name}: {count}" for name, count in detail["by_type"].items())
+    if detail["examples"]:
+        counts += "; first: " + "; ".join(_describe_failure(example) for example in detail["examples"][:3])
+    if failures and on_failure == "fail":
+        return CheckResult(
+            "failed", f"{len(failures)} measurement(s) failed m3ter validation ({counts})", detail
+        )
+    if now < settle_until:
+        return CheckResult("pending", f"{len(failures)} validation failure(s) so far; settling", detail)
+    if failures:
+        return CheckResult(
+            "succeeded", f"{len(failures)} measurement(s) failed m3ter validation ({counts})", detail
+        )
+    return CheckResult("succeeded", "no ingest validation failures", detail)
+
+
+def check_ingest_events(
+    client: Any,
+    *,
+    since: Any,
+    settle_until: float,
+    uids: Sequence[str] | None = None,
+    on_failure: Literal["fail", "warn"] = "fail",
+    max_examples: int = 5,
+    include_actioned: bool = True,
+    max_events: int = 10_000,
+    now: float | None = None,
+) -> CheckResult:
+    """Read ``ingest.validation.failure`` events since a time and evaluate them.
+
+    m3ter lists events newest first, so reading stops after a page's worth of events in a row older
+    than ``since`` (or after ``max_events`` events).
+
+    :param client: an ``M3terClient``.
+    :param since: start of the window (datetime, ISO-8601 string or epoch seconds).
+    :param settle_until: epoch seconds after which the window counts as settled.
+    :param uids: when given, only failures of measurements with these uids count.
+    :param on_failure: ``"fail"`` or ``"warn"``, see :func:`evaluate_ingest_events`.
+    :param max_examples: how many failures the report keeps as examples.
+    :param include_actioned: also count events someone already marked as actioned.
+    :param max_events: upper bound on events read per check.
+    :param now: current time (epoch seconds); defaults to the wall clock after reading.
+    """
+    since_ts = parse_time(since)
+    wanted = {str(uid) for uid in uids} if uids else None
+    params: dict[str, Any] = {"eventName": INGEST_VALIDATION_FAILURE}
+    if include_actioned:
+        params["includeActioned"] = "true"
+    failures: list[dict[str, Any]] = []
+    scanned = older_in_a_row = 0
+    for event in client.paginate("events", params=params, page_size=100):
+        scanned += 1
+        try:
+            recent = parse_time(event.get("eventTime")) >= since_ts
+        except ValueError:
+            recent = True  # an unreadable time is not a reason to drop a failure
+        older_in_a_row = 0 if recent else older_in_a_row + 1
+        if recent and event.get("eventName", INGEST_VALIDATION_FAILURE) == INGEST_VALIDATION_FAILURE:
+            summary = summarize_validation_failure(event)
+            if wanted is None or summary.get("uid") in wanted:
+                failures.append(summary)
+        # newest first: a full page of older events means the window is behind us
+        if older_in_a_row >= _OLDER_EVENTS_TO_STOP or scanned >= max_events:
+            break
+    current = time.time() if now is None else now
+    return evaluate_ingest_events(
+        failures,
+        now=current,
+        settle_until=settle_until,
+        on_failure=on_failure,
+        max_examples=max_examples,
+        scanned=scanned,
+        since=since_ts,
+    )
