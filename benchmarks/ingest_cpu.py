@@ -22,7 +22,7 @@ and ``ingest.emulator`` to the Ingest port (a URL rewrite per request, nothing e
 
 Run from the repository root::
 
-    .venv/bin/python benchmarks/ingest_cpu.py --sizes 100000 1000000 --runs 3
+    .venv/bin/python benchmarks/ingest_cpu.py --sizes 100000 1000000 --runs 5 --large-runs 3
 
 Prints a Markdown table (recorded in ``benchmarks/RESULTS.md``).
 """
@@ -219,10 +219,9 @@ def main() -> int:
         for size in args.sizes:
             path = OUT / f"usage-{size}.jsonl"
             write_usage(path, size)
-            for run in range(args.runs):
+            runs = args.large_runs if args.large_runs is not None and size >= 1_000_000 else args.runs
+            for run in range(runs):
                 for variant in args.variants:
-                    if variant == "sdk" and args.sdk_runs is not None and run >= args.sdk_runs:
-                        continue
                     emu.reset()
                     result = _run_child(variant, path, emu)
                     stats = emu.stats()

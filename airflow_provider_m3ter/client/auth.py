@@ -48,11 +48,13 @@ class AccessToken:
     :param value: the token itself; never shown by ``repr()``.
     :param fetched_at: clock time the token arrived.
     :param refresh_at: clock time from which a new token is fetched instead.
+    :param serial: 1 for the provider's first token, 2 for the next ...
     """
 
     value: str = field(repr=False)
     fetched_at: float
     refresh_at: float
+    serial: int = 0
 
 
 class BearerAuth(requests.auth.AuthBase):
@@ -101,21 +103,31 @@ class TokenProvider:
         self._on_secret = on_secret
         self._lock = threading.Lock()
         self._token: AccessToken | None = None
+        self._serial = 0
 
     def _usable(self, token: AccessToken | None) -> bool:
         return token is not None and self._clock() < token.refresh_at
 
+    @property
+    def serial(self) -> int:
+        """Serial number of the newest token fetched so far (0 before the first)."""
+        return self._serial
+
     def get(self) -> str:
         """Return a usable token, fetching a new one first if needed (once, whatever the threads)."""
+        return self.get_token().value
+
+    def get_token(self) -> AccessToken:
+        """Like :meth:`get`, but the whole :class:`AccessToken` (its ``serial`` tells how new it is)."""
         token = self._token
-        if self._usable(token):
-            return token.value  # type: ignore[union-attr]
+        if token is not None and self._usable(token):
+            return token
         with self._lock:
             token = self._token
-            if not self._usable(token):
+            if token is None or not self._usable(token):
                 token = self._new_token()
                 self._token = token
-            return token.value  # type: ignore[union-attr]
+            return token
 
     def _new_token(self) -> AccessToken:
         value, expires_in = self._fetch()
@@ -130,7 +142,8 @@ class TokenProvider:
             lifetime,
             refresh_at - now,
         )
-        return AccessToken(value=value, fetched_at=now, refresh_at=refresh_at)
+        self._serial += 1
+        return AccessToken(value=value, fetched_at=now, refresh_at=refresh_at, serial=self._serial)
 
     def invalidate(self, value: str) -> bool:
         """Drop the cached token if it is still ``value``; return whether it was dropped.

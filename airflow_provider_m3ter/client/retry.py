@@ -5,7 +5,7 @@
 | 5XX, connection error, timeout | retry; wait uniform(0, min(max_wait, 0.5 * 2**n)) (full jitter) |
 | TLS certificate error | never retried (a configuration problem) |
 | 429 | retry; wait min(max_wait, max(3**n, Retry-After)): 1 s, 3 s, 9 s ... |
-| 403 on an authenticated call | once per call: drop the token, fetch a new one, retry at once |
+| 403 with a token from before the call | once per call: drop the token, fetch a new one, retry |
 | 413 | never retried here (``M3terPayloadTooLargeError``; the caller shrinks the request) |
 | other 4XX | never retried |
 
@@ -168,6 +168,7 @@ class CallState:
     :param max_attempts: sends allowed for transient failures.
     :param authenticated: the call carries a bearer token (so a 403 may mean it expired).
     :param refresh_on_403: whether a 403 may trigger the one token refresh.
+    :param token_serial_at_start: the newest token's serial when the call began.
     """
 
     method: str
@@ -180,13 +181,21 @@ class CallState:
     throttled: int = 0
     failures: int = 0
     token_refreshed: bool = False
+    token_serial_at_start: int = 0
+    token_fresh: bool = False
     token: str | None = field(default=None, repr=False)
     stop_reason: str | None = None
     retry_after: float | None = None
 
     def token_may_refresh(self) -> bool:
-        """Whether a 403 now should cause the call's one token refresh and retry."""
-        return self.authenticated and self.refresh_on_403 and not self.token_refreshed
+        """Whether a 403 now should cause the call's one token refresh and retry.
+
+        Only a token that may have expired earns it: one fetched during this very call cannot
+        have, so a 403 with it is final at once.
+        """
+        return (
+            self.authenticated and self.refresh_on_403 and not self.token_refreshed and not self.token_fresh
+        )
 
 
 def _kind(rs: RetryCallState, call: CallState) -> str:

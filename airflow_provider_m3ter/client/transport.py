@@ -209,6 +209,7 @@ class Transport:
             max_attempts=self.settings.max_attempts,
             authenticated=authenticated,
             refresh_on_403=refresh_on_403,
+            token_serial_at_start=self._tokens.serial,
         )
 
     def _send(
@@ -263,7 +264,9 @@ class Transport:
     ) -> requests.Response:
         """One HTTP send: token, pacing, then the request itself."""
         if authenticated:
-            call.token = self._tokens.get()
+            token = self._tokens.get_token()
+            call.token = token.value
+            call.token_fresh = token.serial > call.token_serial_at_start
             auth = BearerAuth(call.token)
         limiter = self.limiters[api]
         if limiter is not None:

@@ -201,7 +201,7 @@ def test_breaks_configuration_is_its_own_final_error(m3ter_emulator: Any, make_c
     assert "breaks configuration" in str(info.value)
 
 
-def test_403_for_an_unknown_org_refreshes_once_then_fails(
+def test_403_with_a_token_fetched_for_this_call_is_final_at_once(
     m3ter_emulator: Any, make_client: Any, fake_time: FakeTime
 ) -> None:
     client = make_client(org_id="00000000-0000-4000-8000-0000000000ff")
@@ -210,10 +210,28 @@ def test_403_for_an_unknown_org_refreshes_once_then_fails(
     with pytest.raises(M3terFinalError) as info:
         client.request("GET", "meters")
 
+    # The token was minted for this call, so it cannot have expired: no refresh, no retry.
+    assert (info.value.status, info.value.attempts) == (403, 1)
+    assert client.stats.token_fetches == 1
+    assert m3ter_emulator.stats()["tokens_issued"] - tokens_before == 1
+    assert fake_time.sleeps == []
+
+
+def test_403_with_an_older_token_refreshes_once_then_fails(
+    m3ter_emulator: Any, make_client: Any, fake_time: FakeTime
+) -> None:
+    client = make_client(org_id="00000000-0000-4000-8000-0000000000ff")
+    with pytest.raises(M3terFinalError):
+        client.request("GET", "meters")  # fetches the token this call then uses
+    tokens_before = m3ter_emulator.stats()["tokens_issued"]
+
+    with pytest.raises(M3terFinalError) as info:
+        client.request("GET", "meters")
+
     assert info.value.status == 403
-    assert info.value.attempts == 2  # the first 403 buys exactly one refresh and one retry
+    assert info.value.attempts == 2  # a token that may have expired buys one refresh and one retry
     assert client.stats.token_fetches == 2
-    assert m3ter_emulator.stats()["tokens_issued"] - tokens_before == 2
+    assert m3ter_emulator.stats()["tokens_issued"] - tokens_before == 1
     assert fake_time.sleeps == []
 
 

@@ -94,10 +94,18 @@ class _Response:
         self.status_code = status
 
 
-def _run(outcomes: list[object], *, max_attempts: int = 6, deadline: float = 300.0, max_wait: float = 60.0):
+def _run(
+    outcomes: list[object],
+    *,
+    max_attempts: int = 6,
+    deadline: float = 300.0,
+    max_wait: float = 60.0,
+    token_fresh: bool = False,
+):
     """Drive the tenacity policy over scripted outcomes; return (last outcome, call, stats, fake time)."""
     fake = FakeTime()
     call = CallState("GET", "/organizations/o/meters", fake.clock() + deadline, max_attempts)
+    call.token_fresh = token_fresh
     stats = ClientStats()
     rejected: list[str] = []
     script = iter(outcomes)
@@ -166,6 +174,12 @@ def test_one_token_refresh_per_call_then_403_is_final() -> None:
     assert rejected == ["token-1"]  # only the first token was dropped
     assert fake.sleeps == []
     assert stats.retries == 1
+
+
+def test_403_with_a_token_fetched_during_the_call_is_final() -> None:
+    last, call, stats, _, rejected = _run([_Response(403), _Response(200)], token_fresh=True)
+    assert last.status_code == 403  # type: ignore[attr-defined]
+    assert (call.attempts, stats.retries, rejected) == (1, 0, [])
 
 
 def test_token_refresh_is_extra_to_max_attempts() -> None:
