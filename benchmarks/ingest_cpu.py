@@ -209,7 +209,9 @@ def main() -> int:
     parser.add_argument("--sizes", type=int, nargs="+", default=[100_000, 1_000_000])
     parser.add_argument("--runs", type=int, default=3, help="runs per variant and size (median reported)")
     parser.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=VARIANTS)
-    parser.add_argument("--sdk-runs", type=int, default=None, help="runs for the SDK (slow); default: --runs")
+    parser.add_argument(
+        "--large-runs", type=int, default=None, help="runs for sizes of 1,000,000 and more; default: --runs"
+    )
     args = parser.parse_args()
 
     from airflow_provider_m3ter.emulator.process import EmulatorProcess
