@@ -8,11 +8,11 @@ measurements through this provider's path (``FileSource`` -> ``IngestRun`` ->
 would set them (``ingest_requests_per_second``, ``ingest_requests_per_window``,
 ``window_seconds``).
 
-Reported per variant: requests per second during the send phase (request starts, first to last),
-that rate as a share of the window limit, measurements per second (first request sent to last
-acknowledgement), the 429s the emulator answered, and the whole run's wall time (preparation
-included). A contrast run with client pacing
-switched off shows what the limits do to an unpaced client.
+Reported per variant: HTTP requests per second as they leave the client (after its pacing, retries
+included; first to last), that rate as a share of the window limit, measurements per second (first
+batch handed to the client to last acknowledgement), the 429s the emulator answered, and the whole
+run's wall time (preparation included). A contrast run with client pacing switched off shows what
+the limits do to an unpaced client.
 
 Run from the repository root::
 
@@ -59,10 +59,20 @@ def run_once(
         max_attempts=12,
         deadline=600,
     )
+    sends: list[float] = []
     times: list[tuple[float, float]] = []
     lock = threading.Lock()
     with M3terClient(settings) as client:
         real_submit = client.submit_measurements
+        session = client.session
+        real_request = session.request
+
+        def timed_request(method: str, url: str, *args: Any, **kwargs: Any) -> Any:
+            # the moment an ingest request really leaves (after the client's pacing), retries included
+            if method == "POST" and url.endswith("/measurements"):
+                with lock:
+                    sends.append(time.monotonic())
+            return real_request(method, url, *args, **kwargs)
 
         def timed_submit(body: bytes) -> Any:
             started = time.monotonic()
@@ -71,6 +81,7 @@ def run_once(
                 times.append((started, time.monotonic()))
             return answer
 
+        session.request = timed_request  # type: ignore[method-assign]
         client.submit_measurements = timed_submit  # type: ignore[method-assign]
         wall0 = time.monotonic()
         source = FileSource(path)
@@ -80,14 +91,14 @@ def run_once(
         wall = time.monotonic() - wall0
         throttled = client.stats.throttled
     stats = emu.stats()
-    starts = sorted(start for start, _ in times)
-    send_seconds = max(end for _, end in times) - starts[0]
-    # the limits govern when requests start: rate of starts between the first and the last
-    requests_per_second = (len(starts) - 1) / (starts[-1] - starts[0])
+    sends.sort()
+    send_seconds = max(end for _, end in times) - min(start for start, _ in times)
+    # the limits govern when requests are sent: the rate of sends between the first and the last
+    requests_per_second = (len(sends) - 1) / (sends[-1] - sends[0])
     return {
         "paced": paced,
         "in_flight": in_flight,
-        "requests": len(times),
+        "requests": len(sends),
         "stored": stats["measurements_stored"],
         "send_seconds": send_seconds,
         "requests_per_second": requests_per_second,

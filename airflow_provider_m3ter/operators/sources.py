@@ -363,7 +363,7 @@ class FileSource:
         plans: dict[tuple[str, ...], list[Any]] = {}
         simple = mapping.mapping is None and mapping.meter is None and mapping.account is None
         # the decoder's own scanner on decoded text skips json.loads' per-call encoding detection
-        scan = json.JSONDecoder().scan_once
+        scan = json.JSONDecoder().scan_once  # type: ignore[attr-defined]
         row = 0
         for line_no, raw in enumerate(handle, start=1):
             try:
