@@ -14,14 +14,9 @@ from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from airflow_provider_m3ter.client.encoding import UidDeriver, encode
 from airflow_provider_m3ter.client.errors import M3terFinalError, M3terTransientError, error_for_status
-from airflow_provider_m3ter.client.measurements import (
-    FieldProblem,
-    RowError,
-    UidDeriver,
-    encode,
-    validate_measurement,
-)
+from airflow_provider_m3ter.client.measurements import FieldProblem, RowError, validate_measurement
 
 __all__ = [
     "FILE_UPLOAD_MAX_BYTES",

@@ -12,12 +12,14 @@ One run goes through the source twice, cheaply:
    (same fingerprint) resumes after it. A 413 (or a 403 on a multi-record batch) splits the batch in
    halves.
 
-Plain Python: the operator adapts Airflow's ``task_state_store`` to :class:`CheckpointStore`.
+Plain Python. Checkpoints are in :mod:`~airflow_provider_m3ter.client.checkpoint` (the operator adapts
+Airflow's ``task_state_store`` to a ``CheckpointStore``); the summary and progress lines in
+:mod:`~airflow_provider_m3ter.client.ingest_progress`; rejected rows in
+:mod:`~airflow_provider_m3ter.client.dead_letters`.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import os
@@ -26,21 +28,31 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import IO, Any, Literal, Protocol
+from typing import IO, Any, Literal
 
-from airflow_provider_m3ter.client.errors import M3terFinalError, M3terPayloadTooLargeError
-from airflow_provider_m3ter.client.measurements import (
+from airflow_provider_m3ter.client.batches import (
     BODY_PREFIX,
     BODY_SUFFIX,
-    DEDUP_WINDOW,
     MAX_BATCH_BYTES,
     MAX_BATCH_COUNT,
     BatchBuilder,
+)
+from airflow_provider_m3ter.client.checkpoint import BatchFingerprint, CheckpointStore, checkpoint_state
+from airflow_provider_m3ter.client.dead_letters import dead_letter, open_dead_letters
+from airflow_provider_m3ter.client.encoding import UidDeriver
+from airflow_provider_m3ter.client.errors import M3terFinalError, M3terPayloadTooLargeError
+from airflow_provider_m3ter.client.ingest_progress import (
+    IngestSummary,
+    InvalidMeasurementsError,
+    log_old_timestamps,
+    log_progress,
+)
+from airflow_provider_m3ter.client.measurements import (
+    DEDUP_WINDOW,
     RowError,
-    UidDeriver,
     certainly_valid,
     cutoff_key,
     timestamp_key,
@@ -48,125 +60,13 @@ from airflow_provider_m3ter.client.measurements import (
     validate_measurement,
 )
 
-__all__ = [
-    "CheckpointStore",
-    "IngestRun",
-    "IngestSummary",
-    "InvalidMeasurementsError",
-    "MemoryCheckpointStore",
-    "number_rows",
-]
+__all__ = ["IngestRun", "number_rows"]
 
 log = logging.getLogger("airflow_provider_m3ter.ingest")
 
 OnInvalid = Literal["fail", "skip"]
 #: How often a 403 on a multi-record batch may halve it before the 403 counts as final.
 MAX_403_SPLITS = 3
-_CHECKPOINT_VERSION = 1
-
-
-class CheckpointStore(Protocol):
-    """Where a run keeps its progress between task tries (Airflow: ``context["task_state_store"]``)."""
-
-    def load(self) -> dict[str, Any] | None:
-        """The saved checkpoint, or None."""
-        ...
-
-    def save(self, state: dict[str, Any]) -> None:
-        """Save (overwrite) the checkpoint."""
-        ...
-
-    def clear(self) -> None:
-        """Remove the checkpoint."""
-        ...
-
-
-class MemoryCheckpointStore:
-    """A :class:`CheckpointStore` in memory (tests, plain-Python use within one process)."""
-
-    def __init__(self, state: dict[str, Any] | None = None) -> None:
-        self.state = state
-        #: every saved state, in order (lets tests see the progression)
-        self.history: list[dict[str, Any]] = []
-
-    def load(self) -> dict[str, Any] | None:
-        """The saved checkpoint, or None."""
-        return self.state
-
-    def save(self, state: dict[str, Any]) -> None:
-        """Save (overwrite) the checkpoint."""
-        self.state = dict(state)
-        self.history.append(self.state)
-
-    def clear(self) -> None:
-        """Remove the checkpoint."""
-        self.state = None
-
-
-class InvalidMeasurementsError(ValueError):
-    """Rows failed validation and ``on_invalid="fail"``: nothing was sent.
-
-    :param errors: the first rejected rows' errors (at most the run's ``max_errors_reported``).
-    :param invalid_rows: how many rows were rejected in total.
-    :param source: a name for the source.
-    """
-
-    def __init__(self, errors: list[RowError], invalid_rows: int, source: str | None = None) -> None:
-        self.errors = errors
-        self.invalid_rows = invalid_rows
-        self.source = source
-        where = f" in {source}" if source else ""
-        head = f"{invalid_rows} invalid row{'s' if invalid_rows != 1 else ''}{where}; nothing was sent"
-        more = f" (showing the first {len(errors)} problems)" if invalid_rows > len(errors) else ""
-        super().__init__(head + more + ":\n" + "\n".join(f"  {error}" for error in errors))
-
-
-@dataclass
-class IngestSummary:
-    """What a run did; its :meth:`as_dict` is the operator's XCom (counts only, never data).
-
-    :param read: rows read from the source.
-    :param valid: rows that passed validation.
-    :param invalid: rows rejected.
-    :param sent: measurements acknowledged by m3ter in this run (a resumed run excludes earlier ones).
-    :param batches: batches acknowledged in this run.
-    :param total_batches: batches the source makes.
-    :param bytes: request-body bytes acknowledged in this run.
-    :param requests: ingest calls made (split halves count separately).
-    :param splits: batches halved after a 413/403.
-    :param retries: HTTP retries the client made.
-    :param throttled: 429 responses seen.
-    :param duration_seconds: wall time of the run.
-    :param ts_min: earliest ``ts`` among valid rows (UTC).
-    :param ts_max: latest ``ts`` among valid rows (UTC).
-    :param older_than_dedup_window: valid rows whose ``ts`` is older than m3ter's 35-day window.
-    :param dead_letter_path: where rejected rows were written (``on_invalid="skip"``), or None.
-    :param resumed_from: ``{"batches", "measurements"}`` acknowledged by an earlier try, or None.
-    :param fingerprint: identifies the batch sequence (source content plus batching parameters).
-    """
-
-    read: int = 0
-    valid: int = 0
-    invalid: int = 0
-    sent: int = 0
-    batches: int = 0
-    total_batches: int = 0
-    bytes: int = 0
-    requests: int = 0
-    splits: int = 0
-    retries: int = 0
-    throttled: int = 0
-    duration_seconds: float = 0.0
-    ts_min: str | None = None
-    ts_max: str | None = None
-    older_than_dedup_window: int = 0
-    dead_letter_path: str | None = None
-    resumed_from: dict[str, int] | None = None
-    fingerprint: str = ""
-
-    def as_dict(self) -> dict[str, Any]:
-        """A JSON-ready dict of the summary."""
-        return asdict(self)
 
 
 def number_rows(items: Iterable[Any]) -> Iterator[tuple[int, None, Any]]:
@@ -182,15 +82,6 @@ class _Spill:
     path: Path
     batches: list[tuple[int, int, int]] = field(default_factory=list)
     records: int = 0
-
-
-def _dead_letter_json(item: Any) -> Any:
-    """The rejected row's data in a JSON-safe form."""
-    try:
-        json.dumps(item, allow_nan=False)
-        return item
-    except (TypeError, ValueError):
-        return repr(item)
 
 
 class IngestRun:
@@ -276,7 +167,7 @@ class IngestRun:
             if self.summary.invalid and self.on_invalid == "fail":
                 raise InvalidMeasurementsError(self.errors, self.summary.invalid, source)
             start = self._resume_point(spill)
-            self._warn_about_old_timestamps()
+            log_old_timestamps(self.log, self.summary, self.rerun)
             try:
                 self._send(spill, start)
             finally:
@@ -301,8 +192,7 @@ class IngestRun:
         max_record = builder.max_record_bytes
         encode = UidDeriver(self.namespace).encode
         validate, quick_check = validate_measurement, certainly_valid
-        fingerprint = hashlib.blake2b(digest_size=16)
-        fingerprint.update(json.dumps([_CHECKPOINT_VERSION, *self.builder_args]).encode())
+        fingerprint = BatchFingerprint(*self.builder_args)
         spill = _Spill(path)
         cutoff = cutoff_key(self._now() - DEDUP_WINDOW)
         fail_fast = self.on_invalid == "fail"
@@ -315,8 +205,7 @@ class IngestRun:
             nonlocal offset
             segment = b"\n".join(batch)
             out.write(segment)
-            fingerprint.update(segment)
-            fingerprint.update(b"\x1e")  # batch boundary
+            fingerprint.add(segment)
             spill.batches.append((offset, len(segment), len(batch)))
             spill.records += len(batch)
             offset += len(segment)
@@ -392,39 +281,10 @@ class IngestRun:
         if self.on_invalid != "skip":
             return
         if self._dead_letters is None:
-            self._dead_letters = self._open_dead_letters()
-        letter = {
-            "row": row,
-            "line": line,
-            "source": source,
-            "errors": [{"field": error.field, "reason": error.reason} for error in errors],
-            "data": None if item is None else _dead_letter_json(item),
-        }
-        self._dead_letters.write(json.dumps(letter) + "\n")
-
-    def _open_dead_letters(self) -> IO[str]:
-        target = self.dead_letter_path
-        if target is None:
-            name = f"{self.namespace}-{os.getpid()}.jsonl"
-            target = Path(tempfile.gettempdir()) / "m3ter-dead-letters" / name
-        if isinstance(target, (str, os.PathLike)):
-            target = Path(target)
-            target.parent.mkdir(parents=True, exist_ok=True)
-        self.summary.dead_letter_path = str(target)
-        return target.open("w", encoding="utf-8")  # type: ignore[no-any-return]
-
-    def _warn_about_old_timestamps(self) -> None:
-        old = self.summary.older_than_dedup_window
-        if not old:
-            return
-        message = (
-            "m3ter ingest: %d measurements have a ts older than m3ter's 35-day de-duplication window; "
-            "m3ter may not recognise their uids, so measurements sent before would be counted again%s"
-        )
-        if self.rerun or self.summary.resumed_from:
-            self.log.warning(message, old, " (this is a retry or rerun)")
-        else:
-            self.log.info(message, old, "")
+            self._dead_letters, self.summary.dead_letter_path = open_dead_letters(
+                self.dead_letter_path, self.namespace
+            )
+        self._dead_letters.write(dead_letter(row, line, source, errors, item))
 
     # -- send -----------------------------------------------------------------------------------
 
@@ -509,7 +369,13 @@ class IngestRun:
                         self._save_checkpoint(spill, acked)
                     if self._clock() >= next_report:
                         next_report = self._clock() + self.progress_interval
-                        self._report(summary.sent - sent_before, to_send, started)
+                        log_progress(
+                            self.log,
+                            summary.sent - sent_before,
+                            to_send,
+                            self._clock() - started,
+                            self._client_stats(),
+                        )
         finally:
             reader.close()
         if first_error is not None:
@@ -518,29 +384,9 @@ class IngestRun:
     def _save_checkpoint(self, spill: _Spill, acked: int) -> None:
         if self.checkpoint is None:
             return
+        measurements = sum(count for _o, _s, count in spill.batches[:acked])
         self.checkpoint.save(
-            {
-                "version": _CHECKPOINT_VERSION,
-                "fingerprint": self.summary.fingerprint,
-                "batches": acked,
-                "measurements": sum(count for _o, _s, count in spill.batches[:acked]),
-                "total_batches": len(spill.batches),
-            }
-        )
-
-    def _report(self, sent: int, to_send: int, started: float) -> None:
-        elapsed = max(self._clock() - started, 1e-9)
-        rate = sent / elapsed
-        eta = f"{(to_send - sent) / rate:.0f} s" if rate > 0 else "unknown"
-        stats = self._client_stats()
-        self.log.info(
-            "m3ter ingest: sent %d of %d measurements (%.0f/s), retries %d, throttled %d, ETA %s",
-            sent,
-            to_send,
-            rate,
-            stats.get("retries", 0),
-            stats.get("throttled", 0),
-            eta,
+            checkpoint_state(self.summary.fingerprint, acked, measurements, len(spill.batches))
         )
 
     def _submit(self, segment: bytes, count: int, splits_403: int) -> tuple[int, int, int]:

@@ -1,4 +1,4 @@
-"""Measurements: validation, deterministic uids, one-time serialization and byte-aware batches.
+"""Measurements: validation against m3ter's ingest rules, and timestamp keys.
 
 Plain Python, no Airflow. The rules follow m3ter's Ingest API (``POST /measurements``):
 
@@ -10,57 +10,39 @@ Plain Python, no Airflow. The rules follow m3ter's Ingest API (``POST /measureme
 * ``who``, ``where``, ``what``, ``other`` and ``metadata`` map data-field codes to strings
   (``metadata`` values at most 256 characters); ``measure``, ``cost`` and ``income`` map codes to
   finite numbers (no NaN, no Infinity, no booleans).
-* A request carries 1 to 1,000 measurements and its JSON body stays under 512,000 bytes.
-
-Every record is serialized once: the bytes hashed for its uid are the bytes sent.
+* A request carries 1 to 1,000 measurements and its JSON body stays under 512,000 bytes (see
+  :mod:`airflow_provider_m3ter.client.batches`; uids and encoding are in
+  :mod:`airflow_provider_m3ter.client.encoding`).
 """
 
 from __future__ import annotations
 
 import calendar
 import functools
-import hashlib
-import json
 import math
 import re
 import unicodedata
-from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
-from json.encoder import c_make_encoder, encode_basestring_ascii  # type: ignore[attr-defined]
 from typing import Any, NamedTuple
 
 __all__ = [
-    "BODY_OVERHEAD",
-    "BODY_PREFIX",
-    "BODY_SUFFIX",
     "DEDUP_WINDOW",
-    "MAX_BATCH_BYTES",
-    "MAX_BATCH_COUNT",
     "MAX_CODE_LENGTH",
     "MAX_METADATA_VALUE_LENGTH",
     "MAX_UID_LENGTH",
     "NUMERIC_CATEGORIES",
     "STRING_CATEGORIES",
     "TOP_LEVEL_FIELDS",
-    "BatchBuilder",
     "FieldProblem",
     "RowError",
-    "UidDeriver",
-    "body_size",
-    "build_body",
     "certainly_valid",
     "cutoff_key",
-    "derive_uid",
-    "encode",
-    "split_batches",
     "timestamp_key",
     "utc_key_to_iso",
     "validate_measurement",
 ]
 
-MAX_BATCH_COUNT = 1000
-MAX_BATCH_BYTES = 512_000
 MAX_UID_LENGTH = 50
 MAX_CODE_LENGTH = 80
 MAX_METADATA_VALUE_LENGTH = 256
@@ -73,11 +55,6 @@ TOP_LEVEL_FIELDS = (
     frozenset({"uid", "meter", "account", "ts", "ets"}) | STRING_CATEGORIES | NUMERIC_CATEGORIES
 )
 _ORDERED_FIELDS = ("uid", "meter", "account", "ts", "ets", *sorted(STRING_CATEGORIES | NUMERIC_CATEGORIES))
-
-BODY_PREFIX = b'{"measurements":['
-BODY_SUFFIX = b"]}"
-#: Bytes a request body adds around its records (the records are joined by one comma each).
-BODY_OVERHEAD = len(BODY_PREFIX) + len(BODY_SUFFIX)
 
 
 class FieldProblem(NamedTuple):
@@ -396,168 +373,3 @@ def validate_measurement(m: Any) -> list[FieldProblem]:
         elif key in STRING_CATEGORIES:
             _string_map_problems(key, value, problems)
     return problems
-
-
-# --- uids and encoding --------------------------------------------------------------------------
-
-
-def _refuse(value: Any) -> Any:
-    raise TypeError(f"{type(value).__name__} is not JSON serializable")
-
-
-def _canonical_encoder() -> Any:
-    """``dumps(sort_keys, compact, ASCII, no NaN)``; the C encoder built once (json builds one per call)."""
-    slow = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=True, allow_nan=False).encode
-    if c_make_encoder is None:  # pragma: no cover - CPython always has the C accelerator
-        return slow
-    try:
-        fast = c_make_encoder(None, _refuse, encode_basestring_ascii, None, ":", ",", True, False, False)
-    except TypeError:  # pragma: no cover - a Python with another C encoder signature
-        return slow
-
-    def dumps(value: Any) -> str:
-        return "".join(fast(value, 0))
-
-    if dumps({"b": [1.5, "\u00e9"], "a": None}) != slow(
-        {"b": [1.5, "\u00e9"], "a": None}
-    ):  # pragma: no cover
-        return slow
-    return dumps
-
-
-_dumps_canonical = _canonical_encoder()
-
-
-class UidDeriver:
-    """Derives deterministic uids and encodes each measurement exactly once.
-
-    The uid is a BLAKE2b hash of the namespace and the measurement's canonical JSON (sorted keys,
-    no whitespace, ``uid`` left out), so the same content gets the same uid on every retry and
-    rerun, and different namespaces never collide. The bytes hashed are the bytes sent: the uid is
-    spliced into the canonical JSON instead of serializing twice.
-
-    :param namespace: separates loads that might carry identical rows (default in the operator:
-        ``<dag_id>.<task_id>``).
-    """
-
-    #: 20-byte digest -> 40 hex characters, within m3ter's 50-character uid limit.
-    DIGEST_SIZE = 20
-
-    def __init__(self, namespace: str) -> None:
-        self.namespace = namespace
-        self._base = hashlib.blake2b(digest_size=self.DIGEST_SIZE)
-        self._base.update(namespace.encode("utf-8") + b"\x00")
-
-    def uid(self, m: dict[str, Any]) -> str:
-        """The uid this deriver gives ``m`` (any ``uid`` already in ``m`` is ignored)."""
-        if "uid" in m:
-            m = {key: value for key, value in m.items() if key != "uid"}
-        hasher = self._base.copy()
-        hasher.update(_dumps_canonical(m).encode("ascii"))
-        return hasher.hexdigest()
-
-    def encode(self, m: dict[str, Any]) -> bytes:
-        """Serialize a valid measurement once, adding a derived ``uid`` when it has none.
-
-        :param m: a measurement that passed :func:`validate_measurement`.
-        :return: compact JSON bytes with a ``uid``.
-        """
-        if "uid" in m:
-            return _dumps_canonical(m).encode("ascii")
-        canonical = _dumps_canonical(m).encode("ascii")
-        hasher = self._base.copy()
-        hasher.update(canonical)
-        if len(canonical) <= 2:  # an empty object has nothing after its brace to splice into
-            return b'{"uid":"' + hasher.hexdigest().encode("ascii") + b'"}'
-        return b'{"uid":"' + hasher.hexdigest().encode("ascii") + b'",' + canonical[1:]
-
-
-def derive_uid(namespace: str, m: dict[str, Any]) -> str:
-    """The deterministic uid of measurement ``m`` in ``namespace`` (40 hex characters).
-
-    :param namespace: a caller-chosen string that scopes the uids (e.g. ``dag_id.task_id``).
-    :param m: the measurement; an existing ``uid`` key is ignored for hashing.
-    """
-    return UidDeriver(namespace).uid(m)
-
-
-def encode(m: dict[str, Any]) -> bytes:
-    """Compact JSON bytes of one measurement, as sent (keys sorted, ASCII, no whitespace)."""
-    return _dumps_canonical(m).encode("ascii")
-
-
-# --- batches ------------------------------------------------------------------------------------
-
-
-def body_size(record_bytes: int, count: int) -> int:
-    """Size of ``{"measurements":[...]}`` holding ``count`` records of ``record_bytes`` in total."""
-    return BODY_OVERHEAD + record_bytes + max(count - 1, 0)
-
-
-def build_body(records: list[bytes]) -> bytes:
-    """Join pre-encoded records into one request body without re-encoding them."""
-    return BODY_PREFIX + b",".join(records) + BODY_SUFFIX
-
-
-class BatchBuilder:
-    """Cuts a stream of encoded records into batches by count and by bytes.
-
-    Boundaries depend only on the records and the limits, so the same source always yields the same
-    batches (which makes a checkpoint's batch count meaningful on resume).
-
-    :param max_count: most records per batch (m3ter: 1,000).
-    :param max_bytes: a batch's whole request body stays strictly under this many bytes.
-    """
-
-    def __init__(self, max_count: int = MAX_BATCH_COUNT, max_bytes: int = MAX_BATCH_BYTES) -> None:
-        if not 1 <= max_count <= MAX_BATCH_COUNT:
-            raise ValueError(f"max_count must be 1-{MAX_BATCH_COUNT}, got {max_count}")
-        if not BODY_OVERHEAD + 2 < max_bytes <= MAX_BATCH_BYTES:
-            raise ValueError(f"max_bytes must be {BODY_OVERHEAD + 3}-{MAX_BATCH_BYTES}, got {max_bytes}")
-        self.max_count = max_count
-        self.max_bytes = max_bytes
-        #: The largest single record that fits in a request on its own.
-        self.max_record_bytes = max_bytes - BODY_OVERHEAD - 1
-        self._records: list[bytes] = []
-        # Body size so far if the batch were sent now, minus the suffix/prefix constant.
-        self._size = 0
-
-    def fits_alone(self, record: bytes) -> bool:
-        """Whether ``record`` can be sent at all (its one-record body is under the byte limit)."""
-        return len(record) <= self.max_record_bytes
-
-    def add(self, record: bytes) -> list[bytes] | None:
-        """Add one record; return the finished previous batch when this record starts a new one.
-
-        :param record: encoded record; must satisfy :meth:`fits_alone`.
-        """
-        records = self._records
-        added = len(record) + (1 if records else 0)
-        if records and (
-            len(records) >= self.max_count or BODY_OVERHEAD + self._size + added >= self.max_bytes
-        ):
-            self._records = [record]
-            self._size = len(record)
-            return records
-        records.append(record)
-        self._size += added
-        return None
-
-    def flush(self) -> list[bytes] | None:
-        """Return the last, partial batch (or None when empty) and start afresh."""
-        records, self._records, self._size = self._records, [], 0
-        return records or None
-
-
-def split_batches(
-    records: list[bytes], max_count: int = MAX_BATCH_COUNT, max_bytes: int = MAX_BATCH_BYTES
-) -> Iterator[list[bytes]]:
-    """Cut a list of encoded records into batches (a convenience over :class:`BatchBuilder`)."""
-    builder = BatchBuilder(max_count, max_bytes)
-    for record in records:
-        if not builder.fits_alone(record):
-            raise ValueError(f"a record of {len(record)} bytes cannot be sent in a request under {max_bytes}")
-        if (done := builder.add(record)) is not None:
-            yield done
-    if (last := builder.flush()) is not None:
-        yield last

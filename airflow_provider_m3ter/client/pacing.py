@@ -17,17 +17,21 @@ __all__ = ["RateLimiter"]
 class RateLimiter:
     """Hand out send times at least ``interval`` seconds apart, across threads.
 
-    ``interval = max(1 / requests_per_second, window_seconds / requests_per_window) * (1 + headroom)``.
+    ``interval = max((1 + headroom) / requests_per_second,
+    (1 + window_headroom) * window_seconds / requests_per_window)``.
     Any window of ``window_seconds`` then holds at most ``requests_per_window`` sends and no second
-    holds more than ``requests_per_second``; ``headroom`` absorbs clock and network jitter.
+    holds more than ``requests_per_second``; the headrooms absorb clock and network jitter. A
+    one-second bucket needs more of it than a five-minute window, where a few milliseconds of
+    jitter shift at most a request or two, hence two settings.
 
     :param requests_per_second: the per-second limit, or ``None`` for none.
     :param requests_per_window: the rolling-window limit, or ``None`` for none.
     :param window_seconds: length of the rolling window in seconds.
     :param clock: monotonic clock in seconds (injectable for tests).
     :param sleep: how to wait (injectable for tests).
-    :param headroom: fraction by which to stay below the limits (0.05 = 5 % slower); it absorbs up
-        to about that many seconds of network jitter against per-second limits.
+    :param headroom: fraction by which to stay below the per-second limit (0.05 = 5 % slower); it
+        absorbs up to about that many seconds of network jitter.
+    :param window_headroom: fraction by which to stay below the rolling-window limit.
     """
 
     def __init__(
@@ -39,26 +43,29 @@ class RateLimiter:
         clock: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], None] = time.sleep,
         headroom: float = 0.05,
+        window_headroom: float = 0.01,
     ) -> None:
+        if headroom < 0 or window_headroom < 0:
+            raise ValueError(
+                f"RateLimiter: headroom must not be negative, got {headroom} and {window_headroom}"
+            )
         intervals = []
         if requests_per_second is not None:
             if requests_per_second <= 0:
                 raise ValueError(
                     f"RateLimiter: requests_per_second must be positive, got {requests_per_second}"
                 )
-            intervals.append(1.0 / requests_per_second)
+            intervals.append((1.0 + headroom) / requests_per_second)
         if requests_per_window is not None:
             if requests_per_window <= 0 or window_seconds <= 0:
                 raise ValueError(
                     "RateLimiter: requests_per_window and window_seconds must be positive, "
                     f"got {requests_per_window} per {window_seconds} s"
                 )
-            intervals.append(window_seconds / requests_per_window)
+            intervals.append((1.0 + window_headroom) * window_seconds / requests_per_window)
         if not intervals:
             raise ValueError("RateLimiter needs requests_per_second or requests_per_window")
-        if headroom < 0:
-            raise ValueError(f"RateLimiter: headroom must not be negative, got {headroom}")
-        self.interval: float = max(intervals) * (1.0 + headroom)
+        self.interval: float = max(intervals)
         self._clock = clock
         self._sleep = sleep
         self._lock = threading.Lock()

@@ -33,7 +33,8 @@ from airflow_provider_m3ter.client.file_upload import (
 from airflow_provider_m3ter.client.jobs import FILE_UPLOAD_JOB, CheckResult, check_job, evaluate_job
 from airflow_provider_m3ter.exceptions import M3terCheckFailure, to_airflow_failure
 from airflow_provider_m3ter.links import M3terConsoleLink, console_url, persist_console_link
-from airflow_provider_m3ter.operators.sources import FileSource, RowMapping, SourceError
+from airflow_provider_m3ter.operators.mapping import RowMapping, SourceError
+from airflow_provider_m3ter.operators.sources import FileSource
 from airflow_provider_m3ter.sensors.base import default_deferrable
 from airflow_provider_m3ter.triggers.base import error_from_dict
 from airflow_provider_m3ter.triggers.jobs import M3terFileUploadJobTrigger

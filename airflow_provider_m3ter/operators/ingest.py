@@ -23,14 +23,14 @@ except ImportError:  # pragma: no cover - Airflow 3.0 / 3.1
 
 from airflow.sdk import BaseOperator
 
-from airflow_provider_m3ter.client.ingest import IngestRun, InvalidMeasurementsError
+from airflow_provider_m3ter.client.ingest import IngestRun
+from airflow_provider_m3ter.client.ingest_progress import InvalidMeasurementsError
+from airflow_provider_m3ter.operators.mapping import RowMapping, SourceError
 from airflow_provider_m3ter.operators.sources import (
     FILE_FORMATS,
     FileSource,
     IterableSource,
     MeasurementSource,
-    RowMapping,
-    SourceError,
     SqlSource,
 )
 
@@ -52,7 +52,7 @@ _UNSAFE_PATH_CHARS = re.compile(r"[^A-Za-z0-9._-]+")
 class M3terInvalidMeasurements(AirflowFailException):
     """Rows failed validation with ``on_invalid="fail"``: nothing was sent, and retrying cannot help.
 
-    :param error: the run's :class:`~airflow_provider_m3ter.client.ingest.InvalidMeasurementsError`
+    :param error: the run's :class:`~airflow_provider_m3ter.client.ingest_progress.InvalidMeasurementsError`
         (its ``errors`` list the first problems, ``invalid_rows`` counts them all).
     """
 

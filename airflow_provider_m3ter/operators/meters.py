@@ -16,12 +16,13 @@ try:  # Airflow 3.2+
 except ImportError:  # pragma: no cover - Airflow 3.0 / 3.1
     from airflow.exceptions import AirflowFailException  # type: ignore[no-redef]
 
+from airflow_provider_m3ter.client.meter_apply import apply_meter_plan
 from airflow_provider_m3ter.client.meter_definitions import (
     DefinitionsSource,
     MeterDefinitionError,
     load_meter_definitions,
 )
-from airflow_provider_m3ter.client.meter_sync import BLOCKED, apply_meter_plan, plan_meter_sync
+from airflow_provider_m3ter.client.meter_sync import BLOCKED, plan_meter_sync
 from airflow_provider_m3ter.hooks.m3ter import M3terHook
 
 if TYPE_CHECKING:

@@ -3,7 +3,8 @@
 Every source streams: it yields one row at a time as ``(row, line, item)`` where ``row`` is the
 1-based row number in the source, ``line`` the 1-based line where the row starts (when the format
 has lines) and ``item`` either the measurement dict or a :class:`RowError` for a row that could not
-be read or mapped. Nothing holds the whole source in memory.
+be read or mapped. Nothing holds the whole source in memory. Flat rows become measurements through
+a :class:`~airflow_provider_m3ter.operators.mapping.RowMapping`.
 
 Airflow is imported lazily (only for ``ObjectStoragePath`` URLs and SQL connections), so the file
 path stays usable in plain Python.
@@ -18,40 +19,27 @@ import io
 import json
 import os
 import re
-from collections.abc import Iterable, Iterator, Mapping
-from datetime import date, datetime, timezone
-from decimal import Decimal
+from collections.abc import Iterable, Iterator
 from pathlib import Path
-from typing import Any, BinaryIO, Protocol
+from typing import Any, BinaryIO, Protocol, cast
 
-from airflow_provider_m3ter.client.measurements import NUMERIC_CATEGORIES, STRING_CATEGORIES, RowError
+from airflow_provider_m3ter.client.measurements import RowError
+from airflow_provider_m3ter.operators.mapping import RowMapping, SourceError
 
 __all__ = [
     "FILE_FORMATS",
     "FileSource",
     "IterableSource",
     "MeasurementSource",
-    "RowMapping",
-    "SourceError",
     "SourceRow",
     "SqlSource",
-    "parse_target",
 ]
 
 SourceRow = tuple[int, "int | None", "dict[str, Any] | RowError"]
 FILE_FORMATS = ("jsonl", "json", "csv")
-_SCALAR_TARGETS = frozenset({"meter", "account", "ts", "ets", "uid"})
 _GZIP_MAGIC = b"\x1f\x8b"
-_INTEGER = re.compile(r"[+-]?\d+")
 _CHUNK = 1 << 20
 _WHITESPACE = re.compile(r"[ \t\r\n]*")
-
-
-class SourceError(ValueError):
-    """The source as a whole cannot be read (missing file, broken JSON array, bad SQL, bad mapping).
-
-    :param message: what is wrong, naming the file, position or column.
-    """
 
 
 class MeasurementSource(Protocol):
@@ -64,159 +52,16 @@ class MeasurementSource(Protocol):
         ...
 
 
-# --- mapping ------------------------------------------------------------------------------------
+class _ScanningDecoder(Protocol):
+    """The part of ``json.JSONDecoder`` used for JSON Lines."""
 
-
-def parse_target(target: str) -> tuple[str, str | None]:
-    """Split a mapping target into ``(field, key)``: ``"ts"`` -> ``("ts", None)``,
-    ``"measure.requests"`` -> ``("measure", "requests")``.
-
-    :param target: ``meter``, ``account``, ``ts``, ``ets``, ``uid`` or ``<category>.<field>``.
-    :raises ValueError: for anything else.
-    """
-    if target in _SCALAR_TARGETS:
-        return target, None
-    category, dot, key = target.partition(".")
-    if dot and key and (category in STRING_CATEGORIES or category in NUMERIC_CATEGORIES):
-        return category, key
-    raise ValueError(
-        f"unknown mapping target {target!r}: use meter, account, ts, ets, uid or <category>.<field> "
-        f"with a category of {', '.join(sorted(STRING_CATEGORIES | NUMERIC_CATEGORIES))}"
-    )
-
-
-def _to_number(value: Any) -> Any:
-    """Numbers from CSV text or SQL types; raise ValueError for text that is not a number."""
-    if isinstance(value, str):
-        text = value.strip()
-        return int(text) if _INTEGER.fullmatch(text) else float(text)
-    if isinstance(value, Decimal):
-        return int(value) if value == value.to_integral_value() else float(value)
-    return value
-
-
-def _to_text(value: Any) -> Any:
-    """Strings for string categories: numbers and dates from SQL become their text."""
-    if isinstance(value, (str, bool)):
-        return value
-    if isinstance(value, (int, float, Decimal)):
-        return str(value)
-    if isinstance(value, (datetime, date)):
-        return value.isoformat()
-    return value
-
-
-def _to_timestamp(value: Any) -> Any:
-    """ISO-8601 text for datetimes (naive ones are taken as UTC); anything else as is."""
-    if isinstance(value, datetime):
-        if value.tzinfo is None:
-            value = value.replace(tzinfo=timezone.utc)
-        text = value.astimezone(timezone.utc).isoformat().replace("+00:00", "Z")
-        return text
-    return value
-
-
-def _to_code(value: Any) -> Any:
-    return str(value) if isinstance(value, int) and not isinstance(value, bool) else value
-
-
-class RowMapping:
-    """Turns flat rows (CSV records, SQL rows, flat dicts) into measurements.
-
-    :param mapping: column name -> target (``meter``, ``account``, ``ts``, ``ets``, ``uid`` or
-        ``<category>.<field>`` such as ``measure.requests`` or ``who.user``). Columns not listed are
-        ignored. ``None`` maps each column by its own name (a CSV header ``meter,account,ts,
-        measure.requests`` needs no mapping) and rejects columns that are not targets.
-    :param meter: Meter code for rows without a ``meter`` value.
-    :param account: Account code for rows without an ``account`` value.
-    """
-
-    def __init__(
-        self,
-        mapping: Mapping[str, str] | None = None,
-        *,
-        meter: str | None = None,
-        account: str | None = None,
-    ) -> None:
-        self.mapping = dict(mapping) if mapping is not None else None
-        self.meter = meter
-        self.account = account
-        self._targets: dict[str, tuple[str, str | None]] = {}
-        for column, target in (self.mapping or {}).items():
-            try:
-                self._targets[column] = parse_target(target)
-            except ValueError as exc:
-                raise SourceError(f"mapping for column {column!r}: {exc}") from None
-
-    def plan(self, columns: Iterable[str]) -> list[tuple[int, str, str | None, str] | None]:
-        """For a fixed list of columns, where each goes: ``(index, field, key, column)`` or None."""
-        plan: list[tuple[int, str, str | None, str] | None] = []
-        for index, column in enumerate(columns):
-            if self.mapping is not None:
-                target = self._targets.get(column)
-                plan.append((index, *target, column) if target else None)
-            else:
-                try:
-                    plan.append((index, *parse_target(column), column))
-                except ValueError as exc:
-                    raise SourceError(
-                        f"column {column!r} is not a measurement field and no mapping was given ({exc})"
-                    ) from None
-        return plan
-
-    def build(self, values: list[Any] | tuple[Any, ...], plan: list[Any]) -> dict[str, Any] | tuple[str, str]:
-        """One measurement from a row's values, or ``(field, reason)`` when a value cannot convert."""
-        m: dict[str, Any] = {}
-        for step in plan:
-            if step is None:
-                continue
-            index, field, key, _column = step
-            value = values[index]
-            if value is None or value == "":
-                continue  # empty cells / NULLs mean "no value"
-            if key is None:
-                m[field] = _to_timestamp(value) if field in ("ts", "ets") else _to_code(value)
-                continue
-            if field in NUMERIC_CATEGORIES:
-                try:
-                    value = _to_number(value)
-                except ValueError:
-                    return f"{field}.{key}", f"not a number: {str(value)[:40]!r}"
-            else:
-                value = _to_text(value)
-            m.setdefault(field, {})[key] = value
-        if self.meter is not None and "meter" not in m:
-            m["meter"] = self.meter
-        if self.account is not None and "account" not in m:
-            m["account"] = self.account
-        return m
-
-    def apply_defaults(self, m: Any) -> Any:
-        """Add the constant ``meter``/``account`` to a measurement dict that lacks them (copying it)."""
-        if not isinstance(m, dict):
-            return m
-        if (self.meter is not None and "meter" not in m) or (self.account is not None and "account" not in m):
-            m = dict(m)
-            if self.meter is not None:
-                m.setdefault("meter", self.meter)
-            if self.account is not None:
-                m.setdefault("account", self.account)
-        return m
-
-    def from_dict(self, row: Any, plans: dict[tuple[str, ...], list[Any]]) -> Any:
-        """Map a dict row: nested measurements pass through, flat rows follow the mapping."""
-        if not isinstance(row, dict):
-            return row
-        if self.mapping is None:
-            return self.apply_defaults(row)
-        columns = tuple(row)
-        plan = plans.get(columns)
-        if plan is None:
-            plan = plans[columns] = self.plan(columns)
-        return self.build(list(row.values()), plan)
+    def scan_once(self, string: str, idx: int) -> tuple[Any, int]:
+        """Decode the JSON value starting at ``idx``; return it and the index after it."""
+        ...
 
 
 def _as_item(mapped: Any, row: int, line: int | None, source: str) -> dict[str, Any] | RowError:
+    """A mapped row as a source item: :meth:`RowMapping.build`'s ``(field, reason)`` becomes a RowError."""
     if isinstance(mapped, tuple):
         return RowError(row, mapped[0], mapped[1], source, line)
     return mapped  # type: ignore[no-any-return]
@@ -363,7 +208,8 @@ class FileSource:
         plans: dict[tuple[str, ...], list[Any]] = {}
         simple = mapping.mapping is None and mapping.meter is None and mapping.account is None
         # the decoder's own scanner on decoded text skips json.loads' per-call encoding detection
-        scan = json.JSONDecoder().scan_once  # type: ignore[attr-defined]
+        # typeshed's JSONDecoder stub omits scan_once, which every JSONDecoder sets in __init__
+        scan = cast(_ScanningDecoder, json.JSONDecoder()).scan_once
         row = 0
         for line_no, raw in enumerate(handle, start=1):
             try:

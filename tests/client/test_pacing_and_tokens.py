@@ -24,9 +24,11 @@ def _max_in_window(times: list[float], window: float) -> int:
 
 def test_interval_is_the_slower_of_the_two_limits_plus_headroom() -> None:
     # Ingest: 50/s vs 5000 per 300 s = 0.06 s; Config: 50/s vs 20000 per 300 s = 0.02 s.
-    assert RateLimiter(50, 5000, 300, headroom=0).interval == pytest.approx(0.06)
-    assert RateLimiter(50, 20000, 300, headroom=0).interval == pytest.approx(0.02)
-    assert RateLimiter(50, 20000, 300).interval == pytest.approx(0.021)  # 5 % headroom by default
+    assert RateLimiter(50, 5000, 300, headroom=0, window_headroom=0).interval == pytest.approx(0.06)
+    assert RateLimiter(50, 20000, 300, headroom=0, window_headroom=0).interval == pytest.approx(0.02)
+    # Defaults: 5 % below the per-second limit, 1 % below the rolling-window limit.
+    assert RateLimiter(50, 20000, 300).interval == pytest.approx(0.021)
+    assert RateLimiter(50, 5000, 300).interval == pytest.approx(0.0606)
     assert RateLimiter.from_limits(None, None, 300) is None
     with pytest.raises(ValueError, match="requests_per_second"):
         RateLimiter(0, None)
@@ -36,7 +38,7 @@ def test_interval_is_the_slower_of_the_two_limits_plus_headroom() -> None:
 
 def test_a_burst_is_spread_evenly_and_an_idle_limiter_does_not_bank_slots() -> None:
     fake = FakeTime(start=0.0)
-    limiter = RateLimiter(10, None, clock=fake.clock, sleep=fake.sleep, headroom=0)
+    limiter = RateLimiter(10, None, clock=fake.clock, sleep=fake.sleep, headroom=0, window_headroom=0)
     sent = []
     for _ in range(5):
         limiter.acquire()
@@ -52,7 +54,9 @@ def test_a_burst_is_spread_evenly_and_an_idle_limiter_does_not_bank_slots() -> N
 
 def test_threads_share_one_pace() -> None:
     fake = FakeTime(start=0.0)  # frozen: every reservation is measured against the same instant
-    limiter = RateLimiter(50, 5000, 300, clock=fake.clock, sleep=lambda s: None, headroom=0)
+    limiter = RateLimiter(
+        50, 5000, 300, clock=fake.clock, sleep=lambda s: None, headroom=0, window_headroom=0
+    )
     delays: list[float] = []
     lock = threading.Lock()
 
@@ -85,7 +89,9 @@ def test_both_limits_hold_for_any_arrival_pattern(
     rps: float, per_window: int, window: float, gaps: list[float]
 ) -> None:
     fake = FakeTime(start=0.0)
-    limiter = RateLimiter(rps, per_window, window, clock=fake.clock, sleep=fake.sleep, headroom=0)
+    limiter = RateLimiter(
+        rps, per_window, window, clock=fake.clock, sleep=fake.sleep, headroom=0, window_headroom=0
+    )
     sent = []
     for gap in gaps:
         fake.advance(gap)  # callers arrive whenever they like

@@ -13,8 +13,8 @@ from typing import Any
 import pytest
 
 from airflow_provider_m3ter.client import ClientSettings, M3terClient
+from tests.airflow_db import latest_run_id, task_history, task_instances, xcoms
 from tests.dagrun import AirflowEnv
-from tests.hook.airflow_db import latest_run_id, task_history, task_instances, xcoms
 
 pytestmark = pytest.mark.dags
 

@@ -5,7 +5,7 @@ into a template field and returns the hook's and client's reprs. The test then s
 console output, the task log files, the run's XComs and rendered fields. A control token fetched
 behind the hook's back must show up, proving the scan can see a leak.
 
-Tasks run under Airflow's real supervisor (``supervised_run.py``): plain
+Tasks run under Airflow's real supervisor (``tests/supervised.py``): plain
 ``airflow dags test`` prints task logs through the CLI's logging, which applies no masking at all
 (not even to connection passwords), so it cannot show what a worker's task log contains.
 """
@@ -14,22 +14,21 @@ from __future__ import annotations
 
 import json
 import subprocess
-import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from tests.airflow_db import latest_run_id, rendered_fields, task_instances, xcoms
 from tests.dagrun import AirflowEnv
-from tests.hook.airflow_db import latest_run_id, rendered_fields, task_instances, xcoms
+from tests.supervised import supervised_command
 
 pytestmark = pytest.mark.dags
 
 DAGS = Path(__file__).parent / "dags"
 DAG_ID = "m3ter_hook_secret_masking"
 SECRET = "Known-m3ter-Secret-5f2b9c1e"
-DRIVER = Path(__file__).with_name("supervised_run.py")
 
 
 def test_secret_and_tokens_never_appear_unmasked(
@@ -47,7 +46,7 @@ def test_secret_and_tokens_never_appear_unmasked(
         "M3TER_TEST_TOKENS_FILE": str(tokens_file),
     }
     proc = subprocess.run(
-        [sys.executable, str(DRIVER), str(log_dir), DAG_ID],
+        supervised_command(DAG_ID, log_dir=log_dir),
         env=env,
         capture_output=True,
         text=True,

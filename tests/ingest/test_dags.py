@@ -9,15 +9,15 @@ import json
 import socket
 import sqlite3
 import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from airflow_provider_m3ter.client.measurements import derive_uid
+from airflow_provider_m3ter.client.encoding import derive_uid
 from tests.dagrun import REPO
 from tests.ingest.conftest import usage
+from tests.supervised import supervised_command
 
 pytestmark = pytest.mark.dags
 TEST_DAGS = Path(__file__).parent / "dags"
@@ -185,7 +185,7 @@ def test_killed_ingest_resumes_after_the_last_acknowledged_batch(
         "M3TER_TEST_KILL_AFTER": "5",  # SIGKILL once batch 6 is acknowledged, before it is checkpointed
     }
     run = subprocess.run(
-        [sys.executable, "-m", "tests.ingest.supervised_dag_test", "ingest_crash", "2024-05-02"],
+        supervised_command("ingest_crash", "2024-05-02"),
         env=env,
         cwd=str(REPO),
         capture_output=True,

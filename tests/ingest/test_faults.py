@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from airflow_provider_m3ter.client.ingest import IngestRun, MemoryCheckpointStore
-from airflow_provider_m3ter.client.measurements import derive_uid
+from airflow_provider_m3ter.client.checkpoint import MemoryCheckpointStore
+from airflow_provider_m3ter.client.encoding import derive_uid
+from airflow_provider_m3ter.client.ingest import IngestRun
 from tests.ingest.conftest import usage
 
 

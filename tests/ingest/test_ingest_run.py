@@ -8,18 +8,17 @@ from typing import Any
 
 import pytest
 
+from airflow_provider_m3ter.client.batches import MAX_BATCH_BYTES
+from airflow_provider_m3ter.client.checkpoint import MemoryCheckpointStore
+from airflow_provider_m3ter.client.encoding import derive_uid
 from airflow_provider_m3ter.client.errors import (
     M3terFinalError,
     M3terPayloadTooLargeError,
     M3terTransientError,
 )
-from airflow_provider_m3ter.client.ingest import (
-    IngestRun,
-    InvalidMeasurementsError,
-    MemoryCheckpointStore,
-    number_rows,
-)
-from airflow_provider_m3ter.client.measurements import MAX_BATCH_BYTES, RowError, derive_uid
+from airflow_provider_m3ter.client.ingest import IngestRun, number_rows
+from airflow_provider_m3ter.client.ingest_progress import InvalidMeasurementsError
+from airflow_provider_m3ter.client.measurements import RowError
 from tests.ingest.conftest import usage
 
 NOW = datetime(2024, 5, 20, tzinfo=timezone.utc)

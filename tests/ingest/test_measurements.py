@@ -14,20 +14,16 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from airflow_provider_m3ter.client.measurements import (
+from airflow_provider_m3ter.client.batches import (
     BODY_OVERHEAD,
     MAX_BATCH_BYTES,
     BatchBuilder,
-    RowError,
-    UidDeriver,
     body_size,
     build_body,
-    derive_uid,
-    encode,
     split_batches,
-    timestamp_key,
-    validate_measurement,
 )
+from airflow_provider_m3ter.client.encoding import UidDeriver, derive_uid, encode
+from airflow_provider_m3ter.client.measurements import RowError, timestamp_key, validate_measurement
 
 FAST = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
@@ -172,7 +168,7 @@ def test_uid_depends_on_namespace_and_content(m: dict) -> None:
 def test_uid_is_stable_across_processes() -> None:
     # uids must not depend on hash randomization or dict order: derive one in two fresh interpreters
     code = (
-        "from airflow_provider_m3ter.client.measurements import derive_uid;"
+        "from airflow_provider_m3ter.client.encoding import derive_uid;"
         "print(derive_uid('billing.ingest', {'ts': '2024-05-01T00:00:00Z', 'measure': {'n': 1, 'b': 2.5},"
         " 'account': 'acme', 'meter': 'api_calls'}))"
     )

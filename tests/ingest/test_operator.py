@@ -8,7 +8,8 @@ from pathlib import Path
 import pytest
 
 from airflow_provider_m3ter.operators.ingest import M3terIngestMeasurementsOperator
-from airflow_provider_m3ter.operators.sources import FileSource, IterableSource, SourceError, SqlSource
+from airflow_provider_m3ter.operators.mapping import SourceError
+from airflow_provider_m3ter.operators.sources import FileSource, IterableSource, SqlSource
 
 REPO = Path(__file__).resolve().parents[2]
 M = {"meter": "m", "account": "a", "ts": "2024-05-01T00:00:00Z"}

@@ -13,13 +13,8 @@ from hypothesis import strategies as st
 
 from airflow_provider_m3ter.client.measurements import RowError
 from airflow_provider_m3ter.operators import sources
-from airflow_provider_m3ter.operators.sources import (
-    FileSource,
-    IterableSource,
-    RowMapping,
-    SourceError,
-    SqlSource,
-)
+from airflow_provider_m3ter.operators.mapping import RowMapping, SourceError
+from airflow_provider_m3ter.operators.sources import FileSource, IterableSource, SqlSource
 
 M1 = {"meter": "api", "account": "acme", "ts": "2024-05-01T00:00:00Z", "measure": {"n": 1}}
 M2 = {"meter": "api", "account": "beta", "ts": "2024-05-01T01:00:00Z", "measure": {"n": 2.5}}

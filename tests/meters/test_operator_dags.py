@@ -17,8 +17,8 @@ import pytest
 from airflow_provider_m3ter.client import M3terClient
 from airflow_provider_m3ter.client.meter_definitions import load_meter_definitions
 from airflow_provider_m3ter.client.meter_sync import read_meters_by_code
+from tests.airflow_db import latest_run_id, task_instances, xcoms
 from tests.dagrun import EXAMPLE_DAGS, AirflowEnv
-from tests.hook.airflow_db import latest_run_id, task_instances, xcoms
 from tests.meters.conftest import count, meter_writes
 
 pytestmark = pytest.mark.dags

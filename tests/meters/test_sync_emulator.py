@@ -8,13 +8,13 @@ import pytest
 
 from airflow_provider_m3ter.client import M3terClient
 from airflow_provider_m3ter.client.errors import M3terBreaksConfigurationError, M3terFinalError
+from airflow_provider_m3ter.client.meter_apply import apply_meter_plan
 from airflow_provider_m3ter.client.meter_definitions import MeterDefinitionError, load_meter_definitions
 from airflow_provider_m3ter.client.meter_diff import SERVER_FIELDS
 from airflow_provider_m3ter.client.meter_sync import (
     MeterBreaksConfigurationError,
     MeterDeleteBlockedError,
     MeterSyncConflictError,
-    apply_meter_plan,
     plan_meter_sync,
     read_meters_by_code,
 )

@@ -7,9 +7,10 @@ import json
 
 import pytest
 
+from airflow_provider_m3ter.client.encoding import derive_uid
 from airflow_provider_m3ter.client.file_upload import JsonArrayBody, MeasurementFileError, MeasurementUpload
-from airflow_provider_m3ter.client.measurements import derive_uid
-from airflow_provider_m3ter.operators.sources import FileSource, RowMapping
+from airflow_provider_m3ter.operators.mapping import RowMapping
+from airflow_provider_m3ter.operators.sources import FileSource
 
 
 def _m(i: int, **extra) -> dict:
