@@ -53,6 +53,7 @@ os.environ.setdefault(
 
 CUSTOMERS = ("acme", "globex", "initech")
 REGIONS = ("eu-west-1", "us-east-1")
+ENDPOINTS = ("/v1/search", "/v1/export")
 
 
 def _hours(start: datetime, end: datetime) -> list[datetime]:
@@ -78,8 +79,13 @@ def export_api_usage(data_interval_start: Any = None, data_interval_end: Any = N
                     "account": customer,
                     "ts": _iso(hour),
                     "ets": _iso(hour + timedelta(hours=1)),
-                    "measure": {"requests": 100 + 7 * hour.hour + 13 * index},
-                    "who": {"client": f"{customer}-app"},
+                    "who": {"api_key": f"key-{customer}-1"},
+                    "what": {"endpoint": ENDPOINTS[hour.hour % len(ENDPOINTS)]},
+                    "where": {"region": REGIONS[index % len(REGIONS)]},
+                    "measure": {
+                        "requests": 100 + 7 * hour.hour + 13 * index,
+                        "errors": (hour.hour + index) % 4,
+                    },
                 }
                 out.write(json.dumps(measurement) + "\n")
     partial.replace(path)  # readers never see half a file
@@ -88,13 +94,17 @@ def export_api_usage(data_interval_start: Any = None, data_interval_end: Any = N
 
 @task
 def prepare_usage_db(data_interval_start: Any = None, data_interval_end: Any = None) -> int:
-    """Fill the ``data_transfer`` table with the interval's rows (stands in for an application DB)."""
+    """Fill the ``data_transfer`` table with the interval's rows (stands in for an application DB).
+
+    The columns match the ``data_transfer`` meter of ``meters/api.yaml``: bytes (MEASURE),
+    region (WHERE) and direction (WHAT).
+    """
     from airflow.sdk import BaseHook
 
     hook = BaseHook.get_connection("usage_db").get_hook()
     Path(DATA_DIR).mkdir(parents=True, exist_ok=True)
     rows = [
-        (customer, _iso(hour), round(0.25 * (hour.hour + 1) * (index + 1), 2), REGIONS[hour.hour % 2])
+        (customer, _iso(hour), 250_000_000 * (hour.hour + 1) * (index + 1), REGIONS[hour.hour % 2], "egress")
         for hour in _hours(data_interval_start, data_interval_end)
         for index, customer in enumerate(CUSTOMERS)
     ]
@@ -102,10 +112,10 @@ def prepare_usage_db(data_interval_start: Any = None, data_interval_end: Any = N
     try:
         conn.execute(
             "CREATE TABLE IF NOT EXISTS data_transfer ("
-            " customer TEXT NOT NULL, event_time TEXT NOT NULL, gb REAL, region TEXT,"
-            " PRIMARY KEY (customer, event_time))"
+            " customer TEXT NOT NULL, event_time TEXT NOT NULL, bytes INTEGER, region TEXT,"
+            " direction TEXT, PRIMARY KEY (customer, event_time))"
         )
-        conn.executemany("INSERT OR REPLACE INTO data_transfer VALUES (?, ?, ?, ?)", rows)
+        conn.executemany("INSERT OR REPLACE INTO data_transfer VALUES (?, ?, ?, ?, ?)", rows)
         conn.commit()
     finally:
         conn.close()
@@ -140,7 +150,7 @@ with DAG(
     ingest_data_transfer = M3terIngestMeasurementsOperator(
         task_id="ingest_data_transfer",
         sql=(
-            "SELECT customer, event_time, gb, region FROM data_transfer"
+            "SELECT customer, event_time, bytes, region, direction FROM data_transfer"
             " WHERE event_time >= ? AND event_time < ? ORDER BY event_time, customer"
         ),
         sql_conn_id="usage_db",
@@ -148,7 +158,13 @@ with DAG(
             "{{ data_interval_start.strftime('%Y-%m-%dT%H:%M:%SZ') }}",
             "{{ data_interval_end.strftime('%Y-%m-%dT%H:%M:%SZ') }}",
         ],
-        mapping={"customer": "account", "event_time": "ts", "gb": "measure.gb", "region": "where.region"},
+        mapping={
+            "customer": "account",
+            "event_time": "ts",
+            "bytes": "measure.bytes",
+            "region": "where.region",
+            "direction": "what.direction",
+        },
         meter="data_transfer",
     )
     export_api_usage() >> ingest_api_usage

@@ -133,12 +133,20 @@ def show_stored(emu: EmulatorProcess) -> None:
     by_meter = collections.Counter((m.get("meter"), m.get("account")) for m in measurements)
     for (meter, account), count in sorted(by_meter.items()):
         _say(f"    {meter:<24} {account:<24} {count:>7}")
+    bearer = {"Authorization": f"Bearer {_token(emu)}"}
     meters = requests.get(
         f"{emu.config_url}/organizations/{emu.org_id}/meters",
-        headers={"Authorization": f"Bearer {_token(emu)}"},
+        headers=bearer,
         params={"pageSize": 100},
         timeout=10,
     ).json()["data"]
+    failures = requests.get(
+        f"{emu.config_url}/organizations/{emu.org_id}/events",
+        headers=bearer,
+        params={"eventName": "ingest.validation.failure", "pageSize": 100},
+        timeout=10,
+    ).json()["data"]
+    _say(f"  ingest validation failures (m3ter's asynchronous check): {len(failures)}")
     if meters:
         _say(f"  meters: {', '.join(sorted(m['code'] for m in meters))}")
     if measurements:

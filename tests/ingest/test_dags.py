@@ -71,11 +71,18 @@ def test_example_dag_ingests_the_data_interval_exactly(m3ter_emulator, airflow_e
     from_file = [json.loads(line) for line in gzip.decompress(export.read_bytes()).splitlines()]
     with sqlite3.connect(db) as conn:
         rows = conn.execute(
-            "select customer, event_time, gb, region from data_transfer order by 2, 1"
+            "select customer, event_time, bytes, region, direction from data_transfer order by 2, 1"
         ).fetchall()
     from_sql = [
-        {"account": c, "ts": t, "measure": {"gb": gb}, "where": {"region": r}, "meter": "data_transfer"}
-        for c, t, gb, r in rows
+        {
+            "account": c,
+            "ts": t,
+            "measure": {"bytes": b},
+            "where": {"region": r},
+            "what": {"direction": d},
+            "meter": "data_transfer",
+        }
+        for c, t, b, r, d in rows
     ]
     assert len(from_file) == len(from_sql) == 72
     assert {m["ts"][:10] for m in from_file + from_sql} == {"2024-05-01"}
