@@ -154,7 +154,8 @@ class M3terRetryPolicy(RetryPolicy):
         :param retry_after: seconds m3ter asked to wait, if any.
         """
         if self.honour_retry_after and retry_after is not None and retry_after >= 0:
-            delay = timedelta(seconds=retry_after)
+            # cap before building the timedelta: a huge Retry-After would overflow it
+            delay = timedelta(seconds=min(retry_after, self.max_delay.total_seconds()))
         else:
             # cap the exponent too, so a very late try cannot overflow timedelta
             exponent = min(max(try_number - 1, 0), 64)

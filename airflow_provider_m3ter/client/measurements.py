@@ -154,7 +154,8 @@ def _field_code_problem(key: Any) -> str | None:
 
 _TIMESTAMP = re.compile(
     r"(\d{4})-(0[1-9]|1[0-2])-(0[1-9]|[12]\d|3[01])T([01]\d|2[0-3]):([0-5]\d):([0-5]\d)(\.\d{1,9})?"
-    r"(Z|[+-](?:[01]\d|2[0-3]):[0-5]\d)"
+    r"(Z|[+-](?:[01]\d|2[0-3]):[0-5]\d)",
+    re.ASCII,  # \d alone also matches non-ASCII digits, which m3ter does not read as a date
 )
 _TIMESTAMP_HINT = "an ISO-8601 date-time with a UTC offset, like 2024-05-01T12:00:00Z"
 
@@ -166,11 +167,16 @@ def _timestamp_problem(value: Any, what: str) -> str | None:
     match = _TIMESTAMP.fullmatch(value)
     if match is None:
         return f"{what} must be {_TIMESTAMP_HINT}; got {value[:40]!r}"
-    day = int(match.group(3))
-    if day > 28:
-        year, month = int(match.group(1)), int(match.group(2))
-        if day > calendar.monthrange(year, month)[1]:
-            return f"{what} {value!r} is not a calendar date"
+    year, day = int(match.group(1)), int(match.group(3))
+    if year == 0:
+        return f"{what} {value!r} is not a calendar date (there is no year 0000)"
+    if day > 28 and day > calendar.monthrange(year, int(match.group(2)))[1]:
+        return f"{what} {value!r} is not a calendar date"
+    if value[-1] != "Z" and not 1 < year < 9999:
+        try:  # the offset may move the instant out of the years 0001-9999
+            timestamp_key(value)
+        except (ValueError, OverflowError):
+            return f"{what} {value!r} is outside the years 0001-9999 in UTC"
     return None
 
 
@@ -190,7 +196,8 @@ def timestamp_key(ts: str) -> str:
     shift = timedelta(hours=int(offset[1:3]), minutes=int(offset[4:6])) * sign
     year, month, day, hour, minute, second = (int(match.group(i)) for i in range(1, 7))
     base = datetime(year, month, day, hour, minute, second)  # naive, read as UTC below
-    return (base - shift).strftime("%Y-%m-%dT%H:%M:%S") + fraction
+    # isoformat pads the year to four digits; strftime("%Y") does not on every platform
+    return (base - shift).isoformat(timespec="seconds") + fraction
 
 
 def utc_key_to_iso(key: str) -> str:
@@ -251,6 +258,7 @@ def _fast_timestamp(value: Any) -> bool:
     return (
         type(value) is str
         and _TIMESTAMP.fullmatch(value) is not None
+        and "0001" < value[:4] < "9999"  # the edge years need the full check
         and (value[8:10] <= "28" or int(value[8:10]) <= _days_in_month(value[:7]))
     )
 

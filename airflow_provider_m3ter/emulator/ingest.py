@@ -7,7 +7,7 @@ import re
 from typing import Any
 
 from airflow_provider_m3ter.emulator.errors import ApiError, bad_request
-from airflow_provider_m3ter.emulator.schema import JAVA_PATTERNS, parse_datetime
+from airflow_provider_m3ter.emulator.schema import JAVA_PATTERNS, loads_strict, parse_datetime
 
 MAX_BODY_BYTES = 512_000
 MAX_MEASUREMENTS = 1000
@@ -123,12 +123,10 @@ def check_submission(raw: bytes) -> list[dict[str, Any]]:
 
     :param raw: the raw request body.
     """
-    import json
-
     if len(raw) > MAX_BODY_BYTES:
         raise ApiError(403, f"Request body is {len(raw)} bytes; the limit is {MAX_BODY_BYTES} bytes")
     try:
-        doc = json.loads(raw)
+        doc = loads_strict(raw)
     except ValueError as exc:
         raise bad_request(f"Request body is not valid JSON: {exc}") from None
     if type(doc) is not dict:

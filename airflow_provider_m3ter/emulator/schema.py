@@ -59,6 +59,18 @@ def parse_datetime(value: str) -> datetime | None:
         return None
 
 
+def _refuse_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not a JSON value")
+
+
+def loads_strict(raw: str | bytes) -> Any:
+    """Decode JSON as m3ter does: ``NaN``, ``Infinity`` and ``-Infinity`` are refused (``ValueError``).
+
+    :param raw: the request body or file.
+    """
+    return json.loads(raw, parse_constant=_refuse_constant)
+
+
 @lru_cache(maxsize=1)
 def load_subset() -> dict[str, Any]:
     """Load (once) the OpenAPI subset shipped with the emulator."""

@@ -21,6 +21,7 @@ from airflow_provider_m3ter.emulator.ingest import (
 from airflow_provider_m3ter.emulator.jobs import Job
 from airflow_provider_m3ter.emulator.limits import RateLimits
 from airflow_provider_m3ter.emulator.options import EmulatorOptions
+from airflow_provider_m3ter.emulator.schema import loads_strict
 from airflow_provider_m3ter.emulator.stats import Stats
 from airflow_provider_m3ter.emulator.store import EntityStore, new_id, now_iso
 
@@ -289,7 +290,7 @@ class EmulatorState:
     def _process_upload(self, job: Job) -> None:
         rows: Any = None
         try:
-            rows = json.loads(job.payload or b"")
+            rows = loads_strict(job.payload or b"")
         except ValueError:
             job.errors.append("the file is not valid JSON")
         if not isinstance(rows, list):

@@ -9,7 +9,7 @@ from fastapi import Request
 from fastapi.responses import Response
 
 from airflow_provider_m3ter.emulator.errors import ApiError, bad_request
-from airflow_provider_m3ter.emulator.schema import SchemaValidator, load_subset, schema_ref
+from airflow_provider_m3ter.emulator.schema import SchemaValidator, load_subset, loads_strict, schema_ref
 from airflow_provider_m3ter.emulator.state import EmulatorState
 
 _validator: SchemaValidator | None = None
@@ -54,7 +54,7 @@ async def read_json(request: Request) -> Any:
     if not raw.strip():
         raise bad_request("Request body is required")
     try:
-        return json.loads(raw)
+        return loads_strict(raw)
     except ValueError as exc:
         raise bad_request(f"Request body is not valid JSON: {exc}") from None
 

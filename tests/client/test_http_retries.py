@@ -312,3 +312,22 @@ def test_tls_failure_is_final_without_retry(
     assert info.value.path == "/oauth/token"
     assert "SSLError" in str(info.value)
     assert fake_time.sleeps == []
+
+
+def test_read_timeouts_are_retried_then_become_a_transient_error(
+    m3ter_emulator: Any, make_client: Any, fake_time: FakeTime
+) -> None:
+    client = make_client(timeout=0.2, max_attempts=3)
+    _warm(client)
+    # The emulator answers every Config call 1.5 s late: each attempt hits the client's read timeout.
+    m3ter_emulator.set_faults(latency_ms=1500, target="config", path_regex="/meters$")
+
+    with pytest.raises(M3terTransientError) as info:
+        client.request("GET", "meters")
+
+    assert info.value.status is None
+    assert info.value.attempts == 3
+    assert "ReadTimeout" in str(info.value)
+    assert "gave up after 3 attempts" in str(info.value)
+    assert len(fake_time.sleeps) == 2
+    assert all(0 <= wait <= backoff_limit(n, 60) for n, wait in enumerate(fake_time.sleeps))

@@ -88,6 +88,13 @@ def test_request_level_errors(api, m3ter_emulator):
         (json.dumps({"measurements": [measurement()], "extra": 1}).encode(), 400, "extra"),
         (json.dumps({"items": [measurement()]}).encode(), 400, "items"),
         (b"{" + b" " * 512_000 + b"nope", 403, "512000"),  # size is checked before parsing
+        # Python's json would read these; JSON (and m3ter) has no such numbers
+        (json.dumps({"measurements": [measurement(measure={"calls": float("nan")})]}).encode(), 400, "NaN"),
+        (
+            json.dumps({"measurements": [measurement(measure={"calls": float("inf")})]}).encode(),
+            400,
+            "Infinity",
+        ),
     ]
     for body, status, text in cases:
         response = api.post(

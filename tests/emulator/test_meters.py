@@ -59,6 +59,10 @@ def test_non_json_body_and_duplicate_code(api):
     broken = api.post("meters", data="{not json", headers={"Content-Type": "application/json"})
     assert broken.status_code == 400
     assert "not valid JSON" in broken.json()["message"]
+    not_a_number = b'{"code": "nan", "name": "N", "dataFields": [], "derivedFields": [], "version": NaN}'
+    refused = api.post("meters", data=not_a_number, headers={"Content-Type": "application/json"})
+    assert refused.status_code == 400
+    assert "NaN is not a JSON value" in refused.json()["message"]
     api.create_meter("dup")
     again = api.post("meters", json=meter_body("dup"))
     assert again.status_code == 400

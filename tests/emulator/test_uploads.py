@@ -61,10 +61,12 @@ def test_upload_processes_rows_with_the_same_deduplication(api, m3ter_emulator):
 
 def test_upload_that_is_not_a_json_array_fails(api, m3ter_emulator):
     m3ter_emulator.set_job_mode("manual")
-    body = json.dumps({"measurements": [measurement()]}).encode()
-    grant = start_upload(api, body)
-    assert requests.put(grant["url"], data=body, headers=grant["headers"], timeout=10).status_code == 200
-    assert m3ter_emulator.advance_job(grant["jobId"])["status"] == "failed"
+    not_an_array = json.dumps({"measurements": [measurement()]}).encode()
+    not_json = json.dumps([measurement(measure={"calls": float("nan")})]).encode()  # NaN is no JSON
+    for body in (not_an_array, not_json):
+        grant = start_upload(api, body)
+        assert requests.put(grant["url"], data=body, headers=grant["headers"], timeout=10).status_code == 200
+        assert m3ter_emulator.advance_job(grant["jobId"])["status"] == "failed", body
     assert m3ter_emulator.measurements() == []
 
 

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from collections.abc import Callable
 from datetime import datetime, timedelta, timezone
 
@@ -94,6 +96,8 @@ def test_retry_after_wins_over_the_schedule_but_not_over_the_cap() -> None:
     assert "Retry-After" in decision.reason
     assert "429" in decision.reason
     assert policy.evaluate(_transient(429, retry_after=600), 1, 5).retry_delay == timedelta(seconds=90)
+    # far beyond what a timedelta can hold: still just the cap
+    assert policy.evaluate(_transient(429, retry_after=1e20), 1, 5).retry_delay == timedelta(seconds=90)
     ignoring = M3terRetryPolicy(first_delay=timedelta(seconds=30), honour_retry_after=False)
     assert ignoring.evaluate(_transient(429, retry_after=7), 1, 5).retry_delay == timedelta(seconds=30)
 
@@ -229,3 +233,19 @@ def test_a_dag_with_the_policy_serializes_deterministically() -> None:
     assert "retry_policy" not in task
     # two parses with two policy objects give identical JSON: no object address leaks in
     assert json.dumps(first, sort_keys=True) == json.dumps(second, sort_keys=True)
+
+
+def test_importable_but_inert_without_airflows_retry_policy() -> None:
+    # Airflow before 3.3 has no airflow.sdk.definitions.retry_policy; hide it to act like one.
+    script = (
+        "import sys\n"
+        "sys.modules['airflow.sdk.definitions.retry_policy'] = None\n"
+        "from airflow_provider_m3ter.client.errors import M3terFinalError\n"
+        "from airflow_provider_m3ter.retry_policy import RETRY_POLICY_SUPPORTED, M3terRetryPolicy\n"
+        "policy = M3terRetryPolicy()\n"
+        "decision = policy.evaluate(M3terFinalError(400, 'GET', '/x', 'bad'), 1, 3)\n"
+        "print(RETRY_POLICY_SUPPORTED, decision, policy.delay_for(2).total_seconds())\n"
+    )
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.stdout.split() == ["False", "None", "60.0"]

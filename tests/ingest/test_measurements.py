@@ -99,6 +99,10 @@ MUTATIONS = [
     ("ts", lambda m: m.update(ts="2023-02-29T12:00:00Z"), "not a calendar date"),
     ("ts", lambda m: m.update(ts="2024-13-01T12:00:00Z"), "ISO-8601"),
     ("ts", lambda m: m.update(ts=1714564800), "ISO-8601"),
+    ("ts", lambda m: m.update(ts="\u0662\u0660\u0662\u0664-05-01T12:00:00Z"), "ISO-8601"),
+    ("ts", lambda m: m.update(ts="0000-01-01T00:00:00Z"), "no year 0000"),
+    ("ts", lambda m: m.update(ts="0001-01-01T00:00:00+01:00"), "outside the years 0001-9999"),
+    ("ets", lambda m: m.update(ets="9999-12-31T23:00:00-05:00"), "outside the years 0001-9999"),
     ("ets", lambda m: m.update(ets="yesterday"), "ISO-8601"),
     ("measure.n", lambda m: m.update(measure={"n": math.nan}), "finite"),
     ("measure.n", lambda m: m.update(measure={"n": math.inf}), "finite"),
@@ -136,6 +140,12 @@ def test_unusual_but_valid_codes_pass() -> None:
     # inner spaces, non-ASCII letters, and a no-break space inside a code are allowed
     m = {"meter": "api calls", "account": "Åcme\u00a0Ltd", "ts": "2024-02-29T23:59:59.123456+05:30"}
     assert validate_measurement(m) == []
+
+
+def test_edge_years_pass_while_they_stay_in_range() -> None:
+    for ts in ("0001-01-01T00:00:00Z", "0001-01-01T00:00:00-01:00", "9999-12-31T23:00:00Z"):
+        assert validate_measurement({"meter": "m", "account": "a", "ts": ts}) == [], ts
+        assert timestamp_key(ts)[:4] in ("0001", "9999")
 
 
 def test_row_error_names_row_line_source_and_field() -> None:
