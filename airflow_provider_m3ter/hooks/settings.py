@@ -17,7 +17,7 @@ from urllib.parse import urlsplit
 
 from airflow_provider_m3ter.client import ClientSettings
 from airflow_provider_m3ter.client.errors import M3terConfigurationError
-from airflow_provider_m3ter.connection_form import CONN_FIELDS, DEFAULT_CONFIG_URL, DEFAULT_INGEST_URL
+from airflow_provider_m3ter.connection_form import CONN_FIELDS, DEFAULT_CONFIG_URL
 
 __all__ = ["schema_kind", "settings_from_connection"]
 
@@ -118,15 +118,20 @@ def _config_url(conn: Any) -> str:
     return host
 
 
-def _derived_ingest_url(config_url: str) -> str:
-    """The Ingest API URL m3ter pairs with a Config API URL (``api.`` becomes ``ingest.``)."""
+def _derived_ingest_url(conn_id: str, config_url: str) -> str:
+    """The Ingest API URL m3ter pairs with a Config API URL (``api.`` becomes ``ingest.``).
+
+    Any other Config host (an emulator, a proxy) must name its Ingest URL: guessing m3ter's public
+    host would send that connection's token and usage somewhere it was never meant to go.
+    """
     parts = urlsplit(config_url)
     if (parts.hostname or "").startswith("api."):
         return parts._replace(netloc=parts.netloc.replace("api.", "ingest.", 1)).geturl()
-    log.warning(
-        "m3ter: no ingest_url extra and none can be derived from %s; using %s", config_url, DEFAULT_INGEST_URL
+    raise M3terConfigurationError(
+        f"m3ter connection {conn_id!r} is missing extra 'ingest_url' (Ingest API URL): it can only "
+        f"be derived from a Config API URL on an api.* host, and {config_url} is not one",
+        field="ingest_url",
     )
-    return DEFAULT_INGEST_URL
 
 
 def settings_from_connection(conn: Any) -> ClientSettings:
@@ -170,7 +175,7 @@ def settings_from_connection(conn: Any) -> ClientSettings:
         "access_key_id": conn.login,
         "api_secret": conn.password,
         "config_url": config_url,
-        "ingest_url": values.pop("ingest_url", None) or _derived_ingest_url(config_url),
+        "ingest_url": values.pop("ingest_url", None) or _derived_ingest_url(conn_id, config_url),
     }
     for name in _RATE_EXTRAS:
         # 0 switches client-side pacing off for that limit

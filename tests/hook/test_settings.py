@@ -45,16 +45,27 @@ def test_defaults_are_m3ters_public_hosts_with_tls_verification() -> None:
             "https://api.eu.example.com:8443",
             "https://ingest.eu.example.com:8443",
         ),
-        ("127.0.0.1", 8080, "http", "http://127.0.0.1:8080", "https://ingest.m3ter.com"),
-        ("http://localhost:9000", 1234, None, "http://localhost:9000", "https://ingest.m3ter.com"),
+        ("127.0.0.1", 8080, "http", "http://127.0.0.1:8080", None),
+        ("http://localhost:9000", 1234, None, "http://localhost:9000", None),
     ],
 )
 def test_host_may_be_a_url_or_a_bare_host(
-    host: str, port: int | None, schema: str | None, config_url: str, ingest_url: str
+    host: str, port: int | None, schema: str | None, config_url: str, ingest_url: str | None
 ) -> None:
-    settings = M3terHook.settings_from_connection(_conn(host=host, port=port, schema=schema))
+    extra = {"org_id": ORG} if ingest_url else {"org_id": ORG, "ingest_url": "http://127.0.0.1:8081"}
+    settings = M3terHook.settings_from_connection(_conn(host=host, port=port, schema=schema, extra=extra))
     assert settings.config_url == config_url
-    assert settings.ingest_url == ingest_url
+    assert settings.ingest_url == (ingest_url or "http://127.0.0.1:8081")
+
+
+@pytest.mark.parametrize("host", ["http://127.0.0.1:8080", "https://m3ter-proxy.internal"])
+def test_an_ingest_url_that_cannot_be_derived_must_be_given(host: str) -> None:
+    # guessing m3ter's public Ingest host would send an emulator's or a proxy's token there
+    with pytest.raises(M3terConfigurationError) as info:
+        M3terHook.settings_from_connection(_conn(host=host))
+    assert info.value.field == "ingest_url"
+    assert "'m3ter_test'" in str(info.value)
+    assert "ingest_url" in str(info.value)
 
 
 def test_every_form_field_reaches_the_settings_with_its_type() -> None:
@@ -170,7 +181,11 @@ def test_bad_values_name_the_connection_and_the_extra(extra: dict, words: list[s
 
 def test_plain_http_is_refused_unless_loopback_or_explicitly_allowed() -> None:
     with pytest.raises(M3terConfigurationError) as info:
-        M3terHook.settings_from_connection(_conn(host="http://m3ter-proxy.internal"))
+        M3terHook.settings_from_connection(
+            _conn(
+                host="http://m3ter-proxy.internal", extra={"org_id": ORG, "ingest_url": "https://i.internal"}
+            )
+        )
     assert "host (Config API URL)" in str(info.value)
     assert "unencrypted" in str(info.value)
     with pytest.raises(M3terConfigurationError, match="extra 'ingest_url'"):
