@@ -111,8 +111,10 @@ class ClientSettings:
         text = url.strip().rstrip("/")
         parts = urlsplit(text)
         if parts.scheme not in ("http", "https") or not parts.hostname:
+            # show the URL without any user:password@ it may carry
+            shown = parts._replace(netloc=parts.netloc.rpartition("@")[2]).geturl()
             raise M3terConfigurationError(
-                f"ClientSettings.{name} must be an http(s) URL with a host, got {text!r}", field=name
+                f"ClientSettings.{name} must be an http(s) URL with a host, got {shown!r}", field=name
             )
         if parts.query or parts.fragment or parts.username or parts.password:
             raise M3terConfigurationError(

@@ -84,3 +84,10 @@ def test_credentials_are_stripped_and_pacing_may_be_disabled() -> None:
     )
     assert (settings.org_id, settings.access_key_id, settings.api_secret) == ("org-1", "key", "s")
     assert settings.verify_tls == "/etc/ssl/certs/ca.pem"
+
+
+def test_a_refused_url_is_shown_without_its_credentials() -> None:
+    with pytest.raises(M3terConfigurationError) as info:
+        ClientSettings(**BASE, config_url="ftp://someone:pa55w0rd@api.m3ter.com/x")
+    assert "pa55w0rd" not in str(info.value)
+    assert "ftp://api.m3ter.com/x" in str(info.value)
