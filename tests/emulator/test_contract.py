@@ -12,7 +12,7 @@ from typing import Any
 import jsonschema
 import requests
 
-from airflow_provider_m3ter.emulator.schema import SUBSET_PATH, java_pattern_to_python
+from airflow_provider_m3ter.emulator.schema import SUBSET_PATH, SchemaValidator, java_pattern_to_python
 from tests.emulator.api import Api, measurement
 
 REPO = Path(__file__).resolve().parents[2]
@@ -209,9 +209,10 @@ def test_every_operation_matches_the_subset(m3ter_emulator):
     assert errors == 4
 
 
-def test_request_bodies_the_emulator_accepts_validate_with_jsonschema():
-    # The emulator's own validator and jsonschema agree on what a valid meter request is.
+def test_the_emulators_validator_and_jsonschema_agree_on_meter_requests():
+    # The emulator's own validator and jsonschema give the same verdict on each body.
     meter_request = {"$ref": "#/components/schemas/MeterRequest"}
+    emulator = SchemaValidator(SUBSET)
     good = {
         "code": "ok",
         "name": "OK",
@@ -219,12 +220,14 @@ def test_request_bodies_the_emulator_accepts_validate_with_jsonschema():
         "derivedFields": [],
     }
     validate(good, meter_request)
+    assert emulator.errors(good, meter_request) == []
     for bad in (
         {**good, "code": " padded"},
         {**good, "dataFields": []},
         {**good, "dataFields": [{"category": "NOPE", "code": "x", "name": "X"}]},
         {**good, "dataFields": [{"category": "WHO", "code": "9x", "name": "X"}]},
     ):
+        assert emulator.errors(bad, meter_request), f"the emulator accepted {bad}"
         try:
             validate(bad, meter_request)
         except jsonschema.ValidationError:

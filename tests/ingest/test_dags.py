@@ -15,6 +15,7 @@ from typing import Any
 import pytest
 
 from airflow_provider_m3ter.client.encoding import derive_uid
+from tests import airflow_db
 from tests.dagrun import REPO
 from tests.ingest.conftest import usage
 from tests.supervised import supervised_command
@@ -25,24 +26,16 @@ TEST_DAGS = Path(__file__).parent / "dags"
 
 def metadata(airflow_env: Any, dag_id: str) -> tuple[dict[str, tuple[str, int]], dict[str, Any]]:
     """Task states/tries and return values of the DAG's latest run, read from the metadata DB."""
-    with sqlite3.connect(airflow_env.home / "airflow.db") as db:
-        (run_id,) = db.execute(
-            "select run_id from dag_run where dag_id = ? order by id desc limit 1", (dag_id,)
-        ).fetchone()
-        states = {
-            task: (state, tries)
-            for task, state, tries in db.execute(
-                "select task_id, state, try_number from task_instance where dag_id = ? and run_id = ?",
-                (dag_id, run_id),
-            )
-        }
-        values = {
-            task: json.loads(value) if isinstance(value, (str, bytes)) else value
-            for task, value in db.execute(
-                "select task_id, value from xcom where dag_id = ? and run_id = ? and key = 'return_value'",
-                (dag_id, run_id),
-            )
-        }
+    run_id = airflow_db.latest_run_id(airflow_env.home, dag_id)
+    states = {
+        task: (row["state"], row["try_number"])
+        for task, row in airflow_db.task_instances(airflow_env.home, dag_id, run_id).items()
+    }
+    values = {
+        row["task_id"]: None if row["value"] is None else json.loads(row["value"])
+        for row in airflow_db.xcoms(airflow_env.home, dag_id, run_id)
+        if row["key"] == "return_value"
+    }
     return states, values
 
 

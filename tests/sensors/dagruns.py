@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import json
 import re
-import sqlite3
 from collections import defaultdict
 from pathlib import Path
 from typing import Any
+
+from tests import airflow_db
 
 _RUN_ID = re.compile(r"DagRun Finished: dag_id=(?P<dag>[\w.-]+), .*?run_id=(?P<run>[^,]+),")
 _TASK_START = re.compile(r"\[DAG TEST\] starting task_id=(?P<task>[\w.-]+)")
@@ -23,22 +24,15 @@ def run_id_of(output: str, dag_id: str) -> str:
 
 def task_states(home: Path, dag_id: str, run_id: str) -> dict[str, str]:
     """Final state of every task instance of one run (from the metadata DB)."""
-    with sqlite3.connect(home / "airflow.db") as db:
-        rows = db.execute(
-            "SELECT task_id, state FROM task_instance WHERE dag_id = ? AND run_id = ?", (dag_id, run_id)
-        ).fetchall()
-    return dict(rows)
+    return {task: row["state"] for task, row in airflow_db.task_instances(home, dag_id, run_id).items()}
 
 
 def xcoms(home: Path, dag_id: str, run_id: str, key: str = "return_value") -> dict[str, Any]:
     """XCom values of one run under ``key``, by task id."""
-    with sqlite3.connect(home / "airflow.db") as db:
-        rows = db.execute(
-            "SELECT task_id, value FROM xcom WHERE dag_id = ? AND run_id = ? AND key = ?",
-            (dag_id, run_id, key),
-        ).fetchall()
     return {
-        task_id: json.loads(value) if isinstance(value, (str, bytes)) else value for task_id, value in rows
+        row["task_id"]: None if row["value"] is None else json.loads(row["value"])
+        for row in airflow_db.xcoms(home, dag_id, run_id)
+        if row["key"] == key
     }
 
 
