@@ -77,6 +77,25 @@ async def measurements(request: Request) -> Response:
     return json_response({"data": rows})
 
 
+@router.post("/measurements/tamper")
+async def tamper_measurements(request: Request) -> Response:
+    """Drop or alter stored measurements, to test that reconciliation notices.
+
+    Body: ``{"match": {"uid": "u-1"}, "drop": true}`` or ``{"match": {...}, "set": {"measure": {...}}}``;
+    ``match`` compares top-level fields (``{}`` matches every measurement).
+
+    :param request: the incoming request.
+    """
+    body = await optional_json(request)
+    match, changes = body.get("match", {}), body.get("set", {})
+    if not isinstance(match, dict) or not isinstance(changes, dict):
+        raise bad_request("match and set: must be JSON objects")
+    drop = bool(body.get("drop"))
+    if drop == bool(changes):
+        raise bad_request("give either drop: true or set: {...}")
+    return json_response({"matched": state_of(request).tamper(match, drop, changes)})
+
+
 @router.post("/reset")
 async def reset(request: Request) -> Response:
     """Clear all state (start-up options kept; faults, limits and job mode back to start-up values).

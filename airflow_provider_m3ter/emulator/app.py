@@ -9,7 +9,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from airflow_provider_m3ter.emulator import api_admin, api_auth, api_config, api_ingest, api_jobs
+from airflow_provider_m3ter.emulator import api_admin, api_auth, api_config, api_ingest, api_jobs, api_usage
 from airflow_provider_m3ter.emulator.errors import ApiError
 from airflow_provider_m3ter.emulator.gate import Gate
 from airflow_provider_m3ter.emulator.state import EmulatorState
@@ -62,6 +62,9 @@ def create_apps(state: EmulatorState) -> tuple[Any, Any]:
     config.include_router(api_config.router)
     config.include_router(api_jobs.router)
     config.include_router(api_jobs.upload_router)
+    config.include_router(api_usage.router)
+    # One-host clients (the official SDK pointed at one base_url) post measurements to the Config host.
+    config.include_router(api_ingest.router)
     config.include_router(api_admin.router)
     ingest = _fastapi(state, "m3ter emulator: Ingest API")
     ingest.include_router(api_ingest.router)

@@ -148,31 +148,57 @@ def check_submission(raw: bytes) -> list[dict[str, Any]]:
     return measurements
 
 
-def meter_field_codes(meter: dict[str, Any]) -> dict[str, set[str]]:
-    """The meter's data and derived field codes, by category.
+_IDENTIFIER = re.compile(r"(?:[^\W\d]|\$)(?:\w|\$)*")
+_STRING_LITERAL = re.compile(r"'(?:[^'\\]|\\.)*'|\"(?:[^\"\\]|\\.)*\"")
+
+
+def calculation_references(calculation: str) -> set[str]:
+    """The identifiers a derived field's calculation mentions (string literals left out).
+
+    :param calculation: the derived field's ``calculation``.
+    """
+    return set(_IDENTIFIER.findall(_STRING_LITERAL.sub(" ", calculation)))
+
+
+def meter_field_codes(meter: dict[str, Any]) -> dict[str, Any]:
+    """What the asynchronous check needs of a meter, worked out once per validation round.
+
+    ``{category: data field codes}``, plus ``"#derived"`` (derived field codes by category) and
+    ``"#calculations"`` (derived field code -> the data field codes its calculation references).
 
     :param meter: the stored meter.
     """
-    codes: dict[str, set[str]] = {}
-    for item in [*meter.get("dataFields", []), *meter.get("derivedFields", [])]:
+    codes: dict[str, Any] = {}
+    data_codes: set[str] = set()
+    for item in meter.get("dataFields", []):
         codes.setdefault(item["category"], set()).add(item["code"])
+        data_codes.add(item["code"])
+    derived: dict[str, set[str]] = {}
+    calculations: dict[str, set[str]] = {}
+    for item in meter.get("derivedFields", []):
+        derived.setdefault(item["category"], set()).add(item["code"])
+        calculations[item["code"]] = calculation_references(item.get("calculation", "")) & data_codes
+    codes["#derived"] = derived
+    codes["#calculations"] = calculations
     return codes
 
 
 def meter_failures(
-    m: dict[str, Any], meter: dict[str, Any] | None, codes: dict[str, set[str]], duplicate: bool
+    m: dict[str, Any], meter: dict[str, Any] | None, codes: dict[str, Any], duplicate: bool
 ) -> list[tuple[str, str]]:
     """Problems found when a stored measurement is checked against its meter.
 
     Failure types: ``DuplicateUid`` (uid already ingested), ``UndefinedMeter`` (no meter with that
-    code), ``UndefinedField`` (a key that is not one of the meter's fields of that category; an
-    emulator choice, m3ter does not document this case), ``DuplicateField`` (the same field code in
-    two categories of one measurement) and ``MissingField`` (a numeric data field of the meter absent
-    from the measurement).
+    code), ``UndefinedField`` (a key that is not one of the meter's data fields of that category,
+    including a derived field's code: the spec says raw data is not submitted for derived fields; the
+    type name is an emulator choice, m3ter does not document this case), ``DuplicateField`` (the same
+    field code in two categories of one measurement), ``MissingField`` (a numeric data field of the
+    meter absent from the measurement) and ``CalculationError`` (a derived field's calculation
+    references a data field the measurement does not carry; an emulator assumption).
 
     :param m: the measurement.
     :param meter: the meter its ``meter`` code names (None when there is none).
-    :param codes: the meter's field codes by category (from :func:`meter_field_codes`).
+    :param codes: what :func:`meter_field_codes` worked out for the meter.
     :param duplicate: whether its uid had been ingested before.
     """
     if duplicate:
@@ -181,6 +207,7 @@ def meter_failures(
         return [("UndefinedMeter", f"no meter has the code {m['meter']!r}")]
     failures: list[tuple[str, str]] = []
     seen: dict[str, str] = {}
+    derived = codes.get("#derived", {})
     for name, category in CATEGORY_OF_MAP.items():
         values = m.get(name)
         if not values:
@@ -190,12 +217,29 @@ def meter_failures(
             if key in seen:
                 failures.append(("DuplicateField", f"field {key!r} appears in both {seen[key]} and {name}"))
             seen[key] = name
-            if key not in allowed:
+            if key in derived.get(category, _EMPTY):
+                failures.append(
+                    (
+                        "UndefinedField",
+                        f"{name}.{key} is a derived field: m3ter calculates it, raw data is not sent",
+                    )
+                )
+            elif key not in allowed:
                 failures.append(("UndefinedField", f"{name}.{key} is not a {category} field of the meter"))
+    present = {key for name in CATEGORY_OF_MAP if m.get(name) for key in m[name]}
     for item in meter.get("dataFields", []):
         category = item["category"]
         if category in NUMERIC_CATEGORIES and item["code"] not in (m.get(category.lower()) or {}):
             failures.append(("MissingField", f"{category.lower()}.{item['code']} is missing"))
+    for code, references in codes.get("#calculations", {}).items():
+        missing = sorted(references - present)
+        if missing:
+            failures.append(
+                (
+                    "CalculationError",
+                    f"derived field {code!r} needs {', '.join(missing)}, absent from the measurement",
+                )
+            )
     return failures
 
 

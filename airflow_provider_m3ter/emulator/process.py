@@ -165,6 +165,18 @@ class Emulator:
         """Run the asynchronous measurement validation now; returns how many were checked."""
         return int(self.admin("POST", "validate")["validated"])
 
+    def tamper(self, match: dict[str, Any], *, drop: bool = False, set: dict[str, Any] | None = None) -> int:
+        """Drop or alter stored measurements (``POST /_emulator/measurements/tamper``); returns matches.
+
+        :param match: top-level fields the measurements must equal (``{}``: all).
+        :param drop: remove them.
+        :param set: top-level fields to replace in them.
+        """
+        body: dict[str, Any] = {"match": match, "drop": drop}
+        if set:
+            body["set"] = set
+        return int(self.admin("POST", "measurements/tamper", body)["matched"])
+
     def snapshot(self, path: str | os.PathLike[str] | None = None) -> dict[str, Any]:
         """Save the state to ``path`` (default: the ``--snapshot`` file).
 

@@ -24,6 +24,7 @@ from airflow_provider_m3ter.emulator.options import EmulatorOptions
 from airflow_provider_m3ter.emulator.schema import loads_strict
 from airflow_provider_m3ter.emulator.stats import Stats
 from airflow_provider_m3ter.emulator.store import EntityStore, new_id, now_iso
+from airflow_provider_m3ter.emulator.usage import UsageBucket
 
 ENTITY_KINDS = {
     "meters": "Meter",
@@ -63,6 +64,11 @@ class EmulatorState:
             self.chunks: list[tuple[bytes, array[int] | None, int]] = []
             self.measurements_stored = 0
             self.uids: set[str] = set()
+            # Stored positions (arrival order of non-duplicates) validated so far, and those that failed:
+            # the usage query sees only validated measurements that passed.
+            self.validated_stored = 0
+            self.failed_positions: set[int] = set()
+            self.usage_bucket = UsageBucket()
             self.pending: deque[tuple[float, dict[str, Any], bool]] = deque()
             self.jobs: dict[str, Job] = {}
             self.uploads: dict[str, dict[str, Any]] = {}
@@ -199,6 +205,41 @@ class EmulatorState:
             skip = 0
         return out if limit is None else out[:limit]
 
+    def visible_measurements(self) -> list[tuple[int, dict[str, Any]]]:
+        """``(arrival position, measurement)`` of every stored measurement the usage query sees:
+        validated, and not failed."""
+        failed = self.failed_positions
+        rows = self.stored_measurements(0, self.validated_stored)
+        return [(index, m) for index, m in enumerate(rows) if index not in failed]
+
+    def tamper(self, match: dict[str, Any], drop: bool, changes: dict[str, Any]) -> int:
+        """Drop or alter stored measurements (admin; simulates m3ter losing or changing data).
+
+        :param match: top-level fields a measurement must equal (for example ``{"uid": "u-1"}``).
+        :param drop: remove the matching measurements.
+        :param changes: top-level fields to replace in the matching ones (``{"measure": {...}}``).
+        :return: how many stored measurements matched.
+        """
+        with self.lock:
+            self.validate_pending(force=True)
+            rows = self.stored_measurements()
+            kept: list[dict[str, Any]] = []
+            failed: set[int] = set()
+            matched = 0
+            for index, m in enumerate(rows):
+                if all(m.get(key) == value for key, value in match.items()):
+                    matched += 1
+                    if drop:
+                        continue
+                    m = {**m, **changes}
+                if index in self.failed_positions:
+                    failed.add(len(kept))
+                kept.append(m)
+            self.chunks = [(_dumps({"measurements": kept}).encode(), None, len(kept))] if kept else []
+            self.measurements_stored = self.validated_stored = len(kept)
+            self.failed_positions = failed
+            return matched
+
     def validate_pending(self, force: bool = False) -> int:
         """Check queued measurements against their meters; returns how many were checked.
 
@@ -217,7 +258,12 @@ class EmulatorState:
             _, m, duplicate = pending.popleft()
             checked += 1
             meter, codes = meters.get(m["meter"], (None, {}))
-            for failure_type, reason in meter_failures(m, meter, codes, duplicate):
+            failures = meter_failures(m, meter, codes, duplicate)
+            if not duplicate:
+                if failures:
+                    self.failed_positions.add(self.validated_stored)
+                self.validated_stored += 1
+            for failure_type, reason in failures:
                 detail = failure_event_detail(
                     m, failure_type, reason, meter, self.account_ids_by_code.get(m["account"])
                 )
@@ -338,6 +384,7 @@ class EmulatorState:
                 "entities": {name: store.dump() for name, store in self.stores.items()},
                 "measurements": [_dumps(m) for m in self.stored_measurements()],
                 "uids": sorted(self.uids),
+                "failed_positions": sorted(self.failed_positions),
                 "jobs": [job.dump() for job in self.jobs.values()],
                 "uploads": self.uploads,
                 "job_outcomes": self.job_outcomes,
@@ -364,7 +411,8 @@ class EmulatorState:
             saved = data.get("measurements", [])
             if saved:
                 self.chunks = [(('{"measurements":[' + ",".join(saved) + "]}").encode(), None, len(saved))]
-            self.measurements_stored = len(saved)
+            self.measurements_stored = self.validated_stored = len(saved)
+            self.failed_positions = set(data.get("failed_positions", []))
             self.uids = set(data.get("uids", []))
             self.jobs = {job["id"]: Job.load(job) for job in data.get("jobs", [])}
             self.uploads = dict(data.get("uploads", {}))

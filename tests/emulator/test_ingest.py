@@ -125,15 +125,19 @@ def test_unknown_account_code_creates_skeleton_account(api):
     assert accounts[0]["code"] == "new-customer"
 
 
-def test_listeners_are_separate(api, m3ter_emulator):
+def test_listeners_are_separate_but_config_also_takes_measurements(api, m3ter_emulator):
+    # One-host clients (the official SDK given one base_url) post measurements to the Config host.
     on_config = api.post("measurements", api="config", json={"measurements": [measurement()]})
-    assert on_config.status_code == 404
-    assert set(on_config.json()) == {"message"}
+    assert on_config.status_code == 200, on_config.text
+    assert on_config.json() == {"result": "accepted"}
+    assert m3ter_emulator.measurements() == [measurement()]
+    bad = api.post("measurements", api="config", json={"measurements": [measurement(uid="x" * 51)]})
+    assert bad.status_code == 400
     on_ingest = requests.get(
         api.url("meters", "ingest"), headers={"Authorization": f"Bearer {api.token()}"}, timeout=10
     )
     assert on_ingest.status_code == 404
-    assert m3ter_emulator.measurements() == []
+    assert m3ter_emulator.measurements() == [measurement()]
 
 
 def test_validation_failures_become_events(api, m3ter_emulator):
@@ -148,11 +152,12 @@ def test_validation_failures_become_events(api, m3ter_emulator):
     ]
     assert api.ingest(batch).status_code == 200
     m3ter_emulator.validate_now()
-    events = wait_for_events(api, 6, eventName="ingest.validation.failure")
+    events = wait_for_events(api, 8, eventName="ingest.validation.failure")
     kinds = sorted((e["m3terEvent"]["uid"], e["m3terEvent"]["failureType"]) for e in events)
     assert kinds == [
         ("dup-field", "DuplicateField"),
         ("dup-field", "UndefinedField"),
+        ("missing", "CalculationError"),  # the derived field "doubled" is calls*2
         ("missing", "MissingField"),
         ("missing", "UndefinedField"),
         ("ok-1", "DuplicateUid"),
@@ -169,10 +174,10 @@ def test_validation_failures_become_events(api, m3ter_emulator):
     first = api.ok(api.get("events", params={"pageSize": 4}))
     second = api.ok(api.get("events", params={"pageSize": 4, "nextToken": first["nextToken"]}))
     assert len(first["data"]) == 4
-    assert len(second["data"]) == 3
+    assert len(second["data"]) == 4
     assert "nextToken" not in second
     assert api.ok(api.get("events", params={"eventName": "other.event"}))["data"] == []
-    assert len(api.ok(api.get("events", params={"eventType": "ingest", "pageSize": 100}))["data"]) == 7
+    assert len(api.ok(api.get("events", params={"eventType": "ingest", "pageSize": 100}))["data"]) == 8
 
 
 def test_validation_runs_asynchronously_after_the_call(api, m3ter_emulator):
