@@ -7,7 +7,9 @@ is answered with 403, which is why :meth:`TokenProvider.invalidate` exists.
 
 from __future__ import annotations
 
+import base64
 import logging
+import re
 import threading
 import time
 from collections.abc import Callable
@@ -15,14 +17,86 @@ from dataclasses import dataclass, field
 
 import requests
 
-from airflow_provider_m3ter.client.errors import M3terError
+from airflow_provider_m3ter.client.errors import M3terConfigurationError, M3terError
 
-__all__ = ["AccessToken", "BearerAuth", "TokenProvider", "read_token_response"]
+__all__ = [
+    "AccessToken",
+    "BasicAuth",
+    "BearerAuth",
+    "TokenProvider",
+    "basic_authorization",
+    "credential_problem",
+    "read_token_response",
+]
 
 log = logging.getLogger("airflow_provider_m3ter.client")
 
 # m3ter's documented token lifetime, used when a response leaves out ``expires_in``.
 DEFAULT_TOKEN_LIFETIME = 18_000.0
+
+
+# RFC 6750 b64token: what a bearer token may hold, so it can travel in a header as is.
+_B64TOKEN = re.compile(r"[A-Za-z0-9\-._~+/]+=*")
+
+
+def credential_problem(value: str, *, user_id: bool = False) -> str | None:
+    """Why ``value`` cannot be sent as an RFC 7617 Basic credential, in words without the value.
+
+    :param value: an Access Key ID (``user_id=True``) or an API Secret.
+    :param user_id: the value is the user-id part, which must not contain ``:``.
+    """
+    if any(ord(ch) < 32 or ord(ch) == 127 for ch in value):
+        return "must not contain control characters"
+    if user_id and ":" in value:
+        return "must not contain ':' (HTTP Basic separates the id from the secret with it)"
+    if not _encodes_as_utf8(value):
+        return "is not valid Unicode text (it cannot be encoded as UTF-8)"
+    return None
+
+
+def _encodes_as_utf8(value: str) -> bool:
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        # no exception may carry the value: answer with a flag, raise (if at all) outside this block
+        return False
+    return True
+
+
+def basic_authorization(access_key_id: str, api_secret: str) -> str:
+    """The ``Authorization`` value for m3ter's token request: ``Basic base64(utf8(id ":" secret))``.
+
+    RFC 7617 with ``charset="UTF-8"`` (``requests`` would encode as Latin-1, failing on ``€`` and
+    sending ``é`` as a byte m3ter does not read as ``é``).
+
+    :param access_key_id: the Service User's Access Key ID.
+    :param api_secret: its API Secret.
+    :raises M3terConfigurationError: either cannot be sent (names the field, never the value).
+    """
+    for name, value, user_id in (("access_key_id", access_key_id, True), ("api_secret", api_secret, False)):
+        problem = credential_problem(value, user_id=user_id)
+        if problem:
+            raise M3terConfigurationError(f"ClientSettings.{name} {problem}", field=name)
+    raw = f"{access_key_id}:{api_secret}".encode()
+    return "Basic " + base64.b64encode(raw).decode("ascii")
+
+
+class BasicAuth(requests.auth.AuthBase):
+    """``requests`` auth that sends UTF-8 HTTP Basic credentials (see :func:`basic_authorization`).
+
+    :param access_key_id: the Access Key ID.
+    :param api_secret: the API Secret; never shown by ``repr()``.
+    """
+
+    def __init__(self, access_key_id: str, api_secret: str) -> None:
+        self._header = basic_authorization(access_key_id, api_secret)
+
+    def __call__(self, request: requests.PreparedRequest) -> requests.PreparedRequest:
+        request.headers["Authorization"] = self._header
+        return request
+
+    def __repr__(self) -> str:
+        return "BasicAuth(<hidden>)"
 
 
 def read_token_response(body: object, path: str = "/oauth/token") -> tuple[str, float]:
@@ -35,6 +109,9 @@ def read_token_response(body: object, path: str = "/oauth/token") -> tuple[str, 
     token = body.get("access_token") if isinstance(body, dict) else None
     if not isinstance(token, str) or not token:
         raise M3terError(200, "POST", path, "the token response has no access_token")
+    if len(token) > 16_384 or not _B64TOKEN.fullmatch(token):
+        # it could not travel in a header (and a raw encoding error would carry it): say so, without it
+        raise M3terError(200, "POST", path, "the token response's access_token is not a valid bearer token")
     expires_in = body.get("expires_in") if isinstance(body, dict) else None
     if isinstance(expires_in, (int, float)) and not isinstance(expires_in, bool) and expires_in > 0:
         return token, float(expires_in)

@@ -16,10 +16,11 @@ helpers in :mod:`airflow_provider_m3ter.client.file_upload`.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
+
+from airflow_provider_m3ter.client.paths import shown, uuid_segment
 
 __all__ = [
     "BILL_JOB",
@@ -40,8 +41,6 @@ __all__ = [
 
 CheckState = Literal["pending", "succeeded", "failed"]
 _STATES = ("pending", "succeeded", "failed")
-# ids and codes go into URL paths and query strings: refuse anything that could change the path
-_SAFE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:\-]{0,199}$")
 
 
 @dataclass(frozen=True)
@@ -86,17 +85,8 @@ def _require_code(value: Any, what: str) -> str:
     """Return ``value`` as a code (1-200 printable characters, no surrounding whitespace), else raise."""
     text = value if isinstance(value, str) else ""
     if not text or len(text) > 200 or text != text.strip() or not text.isprintable():
-        raise ValueError(f"{what} must be 1-200 printable characters, no surrounding spaces; got {value!r}")
-    return text
-
-
-def _require_id(value: Any, what: str) -> str:
-    """Return ``value`` as a string if it is a plausible m3ter id or code, else raise ValueError."""
-    text = str(value).strip() if value is not None else ""
-    if not _SAFE_ID.match(text):
         raise ValueError(
-            f"{what} must be a non-empty m3ter id or code "
-            f"(letters, digits, '_', '-', '.', ':'), got {value!r}"
+            f"{what} must be 1-200 printable characters, no surrounding spaces; got {shown(value)}"
         )
     return text
 
@@ -127,8 +117,11 @@ class JobKind:
     detail_keys: tuple[str, ...] = ()
 
     def url_path(self, job_id: str) -> str:
-        """The job's read path for ``job_id`` (validated)."""
-        return self.path.format(id=_require_id(job_id, f"{self.label} id"))
+        """The job's read path for ``job_id`` (a UUID, percent-encoded).
+
+        :raises M3terConfigurationError: ``job_id`` is not an m3ter id (``..``, a slash, a code ...).
+        """
+        return self.path.format(id=uuid_segment(job_id, f"{self.label} id", field="job_id"))
 
 
 FILE_UPLOAD_JOB = JobKind(

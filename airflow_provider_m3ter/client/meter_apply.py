@@ -35,6 +35,7 @@ from airflow_provider_m3ter.client.meter_sync import (
     aggregations_by_meter,
     read_meters_by_code,
 )
+from airflow_provider_m3ter.client.paths import uuid_segment
 
 __all__ = ["MeterSyncResult", "apply_meter_plan"]
 
@@ -83,11 +84,16 @@ def _may_be_conflict(error: M3terFinalError, creating: bool) -> bool:
     return error.status == 409 or (error.status == 400 and "version" in (error.message or "").lower())
 
 
+def _meter_id(meter: Mapping[str, Any]) -> str:
+    """The meter's id from m3ter's answer, checked and encoded for a path (a UUID)."""
+    return uuid_segment(meter.get("id"), f"id of meter {meter.get('code')!r} in m3ter's answer")
+
+
 def _reread(client: MeterApi, code: str, current: Mapping[str, Any] | None) -> dict[str, Any] | None:
     """The meter as m3ter holds it now (None if it does not exist)."""
     if current is None:
         return read_meters_by_code(client, [code]).get(code)
-    return client.request("GET", f"meters/{current['id']}")
+    return client.request("GET", f"meters/{_meter_id(current)}")
 
 
 def _explain_breaks(
@@ -135,7 +141,7 @@ def _write(client: MeterApi, change: MeterChange, result: MeterSyncResult) -> No
                 result.created.append(meter.code)
             else:
                 body = request_body(meter, change.product_id, current)
-                client.request("PUT", f"meters/{current['id']}", json=body)
+                client.request("PUT", f"meters/{_meter_id(current)}", json=body)
                 result.updated.append(meter.code)
             log.info("%s meter %s", "Created" if current is None else "Updated", meter.code)
             return
@@ -169,7 +175,7 @@ def _delete(client: MeterApi, change: MeterChange, result: MeterSyncResult) -> N
     assert change.current is not None
     meter_id = change.current["id"]
     try:
-        client.request("DELETE", f"meters/{meter_id}")
+        client.request("DELETE", f"meters/{_meter_id(change.current)}")
     except M3terFinalError as error:
         if error.status != 400:
             raise

@@ -7,7 +7,9 @@ import math
 from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
+from airflow_provider_m3ter.client.auth import credential_problem
 from airflow_provider_m3ter.client.errors import M3terConfigurationError
+from airflow_provider_m3ter.client.paths import uuid_segment
 
 __all__ = ["ClientSettings", "is_loopback_host"]
 
@@ -34,7 +36,7 @@ class ClientSettings:
     :class:`~airflow_provider_m3ter.client.M3terConfigurationError` naming the setting.
     ``repr()`` never shows ``api_secret``.
 
-    :param org_id: the m3ter Organization ID; every resource path starts with it.
+    :param org_id: the m3ter Organization ID (a UUID); every resource path starts with it.
     :param access_key_id: Access Key ID of an m3ter Service User.
     :param api_secret: that Service User's API Secret.
     :param config_url: base URL of the Config API (also serves the OAuth token).
@@ -82,6 +84,13 @@ class ClientSettings:
                 )
             # Surrounding whitespace from a pasted credential would only show up later as a 403.
             object.__setattr__(self, name, value.strip())
+        # every resource path starts with it: a UUID or nothing (no '..' reaching the request line)
+        uuid_segment(self.org_id, "ClientSettings.org_id", field="org_id")
+        for name in ("access_key_id", "api_secret"):
+            problem = credential_problem(getattr(self, name), user_id=name == "access_key_id")
+            if problem:
+                # names the field, never the value
+                raise M3terConfigurationError(f"ClientSettings.{name} {problem}", field=name)
         for name in ("config_url", "ingest_url"):
             object.__setattr__(self, name, self._checked_url(name, getattr(self, name)))
         self._check_number("timeout", self.timeout, minimum=0.0, exclusive=True)

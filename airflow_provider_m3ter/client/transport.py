@@ -22,7 +22,7 @@ from requests.adapters import HTTPAdapter
 from requests.utils import get_environ_proxies
 
 from airflow_provider_m3ter import __version__
-from airflow_provider_m3ter.client.auth import BearerAuth, TokenProvider, read_token_response
+from airflow_provider_m3ter.client.auth import BasicAuth, BearerAuth, TokenProvider, read_token_response
 from airflow_provider_m3ter.client.errors import (
     M3terFinalError,
     M3terPayloadTooLargeError,
@@ -30,6 +30,7 @@ from airflow_provider_m3ter.client.errors import (
     error_for_status,
 )
 from airflow_provider_m3ter.client.pacing import RateLimiter
+from airflow_provider_m3ter.client.paths import check_relative_path
 from airflow_provider_m3ter.client.retry import (
     NETWORK_ERRORS,
     CallState,
@@ -149,6 +150,7 @@ class Transport:
             base = self.settings.ingest_url
         else:
             raise ValueError(f"api must be 'config' or 'ingest', got {api!r}")
+        check_relative_path(path)
         if path.startswith("/"):
             return base + path
         return f"{base}/organizations/{quote(self.settings.org_id, safe='')}/{path}"
@@ -345,7 +347,7 @@ class Transport:
             url,
             authenticated=False,
             data={"grant_type": "client_credentials"},
-            auth=requests.auth.HTTPBasicAuth(self.settings.access_key_id, self.settings.api_secret),
+            auth=BasicAuth(self.settings.access_key_id, self.settings.api_secret),
         )
         token, expires_in = read_token_response(self._parse(call, response), call.path)
         self.stats.add(token_fetches=1)

@@ -34,6 +34,26 @@ class _Server(uvicorn.Server):
         yield
 
 
+class _HideUploadTokens(logging.Filter):
+    """Show ``/_upload/<token>`` as ``/_upload/***`` in access lines: the token grants the upload."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        args = record.args
+        path = args[2] if isinstance(args, tuple) and len(args) >= 3 else None
+        if isinstance(path, str) and path.startswith("/_upload/") and isinstance(args, tuple):
+            record.args = (*args[:2], "/_upload/***", *args[3:])
+        return True
+
+
+def enable_access_log() -> None:
+    """Print one line per request on stderr (uvicorn's access logger, which ``log_level`` silences)."""
+    access = logging.getLogger("uvicorn.access")
+    access.setLevel(logging.INFO)
+    access.propagate = True
+    if not any(isinstance(f, _HideUploadTokens) for f in access.filters):
+        access.addFilter(_HideUploadTokens())
+
+
 def bind(host: str, port: int) -> socket.socket:
     """A listening TCP socket (port 0 picks a free one).
 
@@ -74,10 +94,15 @@ async def serve(options: EmulatorOptions, state: EmulatorState) -> None:
             http=DroppableHttpProtocol,
             lifespan="off",
             log_level="warning",
+            # no dictConfig of uvicorn's own: its access handler writes to stdout, which carries
+            # only the ready line; records go to the root handler on stderr instead
+            log_config=None,
             access_log=options.access_log,
             timeout_keep_alive=30,
         )
         servers.append(_Server(config))
+    if options.access_log:
+        enable_access_log()
 
     loop = asyncio.get_running_loop()
 

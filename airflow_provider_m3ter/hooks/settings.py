@@ -8,8 +8,9 @@ few advanced JSON-only ones. Every problem names the connection id and the field
 
 from __future__ import annotations
 
+import difflib
 import json
-import logging
+import os
 import re
 from collections.abc import Mapping
 from typing import Any
@@ -17,12 +18,11 @@ from urllib.parse import urlsplit
 
 from airflow_provider_m3ter.client import ClientSettings
 from airflow_provider_m3ter.client.errors import M3terConfigurationError
+from airflow_provider_m3ter.client.paths import shown
 from airflow_provider_m3ter.connection_form import CONN_FIELDS, DEFAULT_CONFIG_URL
 
 __all__ = ["schema_kind", "settings_from_connection"]
 
-# the hook's logger, so connection warnings keep appearing where they always did
-log = logging.getLogger("airflow_provider_m3ter.hooks.m3ter")
 
 _EXTRA_PREFIX = "extra__m3ter__"
 # Settings a connection may tune beyond the form (JSON extras only), with their JSON types.
@@ -48,73 +48,126 @@ _TRUE = {"true", "1", "yes", "y", "on"}
 _FALSE = {"false", "0", "no", "n", "off"}
 
 
+def _no_duplicate_keys(conn_id: str) -> Any:
+    """A ``json.loads`` object hook that refuses a key given twice (which value was meant?)."""
+
+    def hook(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+        result: dict[str, Any] = {}
+        for key, value in pairs:
+            if key in result:
+                raise M3terConfigurationError(
+                    f"m3ter connection {conn_id!r}: extra has the key {shown(key)} twice", field=str(key)
+                )
+            result[key] = value
+        return result
+
+    return hook
+
+
 def _extras_of(conn: Any) -> dict[str, Any]:
     """The connection's extras as a dict, parsed from ``conn.extra`` without touching the masker."""
+    conn_id = getattr(conn, "conn_id", None) or "<unnamed>"
     raw = getattr(conn, "extra", None)
     if isinstance(raw, Mapping):
         return dict(raw)
     if not raw:
         return {}
+    problem = None
     try:
-        parsed = json.loads(raw)
+        parsed = json.loads(raw, object_pairs_hook=_no_duplicate_keys(conn_id))
     except (TypeError, ValueError) as err:
-        raise M3terConfigurationError(
-            f"m3ter connection {conn.conn_id!r}: extra is not valid JSON ({err})", field="extra"
-        ) from None
-    if not isinstance(parsed, dict):
-        raise M3terConfigurationError(
-            f"m3ter connection {conn.conn_id!r}: extra must be a JSON object", field="extra"
-        )
+        if isinstance(err, M3terConfigurationError):
+            raise
+        problem = f"extra is not valid JSON ({str(err)[:200]})"
+    if problem is None and not isinstance(parsed, dict):
+        problem = "extra must be a JSON object"
+    if problem is not None:
+        raise M3terConfigurationError(f"m3ter connection {conn_id!r}: {problem}", field="extra")
     return parsed
 
 
+# Numbers as text: ASCII digits only (float() would also take '5_000', 'inf', 'nan' and non-ASCII digits).
+_NUMBER_TEXT = re.compile(r"[+-]?(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][+-]?[0-9]+)?")
+_INTEGER_TEXT = re.compile(r"[+-]?[0-9]{1,18}")
+
+
 def _coerce(conn_id: str, name: str, value: Any, kind: str) -> Any:
-    """Turn an extra's value (UI, JSON or URI query string) into its JSON type, or say what is wrong."""
+    """Turn an extra's value (UI, JSON or URI query string) into its JSON type, or say what is wrong.
+
+    Strict: a number is a JSON number or decimal ASCII text; an integer has no fraction; a boolean
+    is a JSON boolean or one of true/false, yes/no, on/off, 1/0 (``verify_tls`` also takes the path
+    of an existing CA bundle).
+    """
     where = f"m3ter connection {conn_id!r}: extra {name!r}"
-    try:
-        if kind == "boolean":
-            if isinstance(value, bool):
-                return value
-            text = str(value).strip().lower()
-            if text in _TRUE:
-                return True
-            if text in _FALSE:
-                return False
-            if name == "verify_tls" and text:
-                return str(value).strip()  # the path of a CA bundle
-            raise ValueError
-        if kind == "integer":
-            if isinstance(value, bool):
-                raise ValueError
-            number = float(value)
-            if not number.is_integer():
-                raise ValueError
-            return int(number)
-        if kind == "number":
-            if isinstance(value, bool):
-                raise ValueError
-            return float(value)
-    except (TypeError, ValueError):
+    text = value.strip() if isinstance(value, str) else None
+    result: Any = None
+    if kind == "boolean":
+        if isinstance(value, bool):
+            result = value
+        elif text is not None and text.lower() in _TRUE:
+            result = True
+        elif text is not None and text.lower() in _FALSE:
+            result = False
+        elif name == "verify_tls" and text:
+            if not os.path.exists(text):
+                raise M3terConfigurationError(
+                    f"{where} must be true, false or the path of a CA bundle that exists; "
+                    f"got {shown(value)}, which is neither",
+                    field=name,
+                )
+            result = text
+    elif kind == "integer":
+        if isinstance(value, int) and not isinstance(value, bool):
+            result = value
+        elif isinstance(value, float) and value.is_integer():
+            result = int(value)
+        elif text is not None and _INTEGER_TEXT.fullmatch(text):
+            result = int(text)
+    elif kind == "number":
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            result = float(value)
+        elif text is not None and _NUMBER_TEXT.fullmatch(text):
+            result = float(text)
+    elif isinstance(value, str):
+        result = text
+    if result is None:
         article = "an" if kind[0] in "aeiou" else "a"
-        raise M3terConfigurationError(
-            f"{where} must be {article} {kind}, got {value!r}", field=name
-        ) from None
-    return str(value).strip()
+        raise M3terConfigurationError(f"{where} must be {article} {kind}, got {shown(value)}", field=name)
+    return result
 
 
 def _config_url(conn: Any) -> str:
     """Config API base URL from host (URL or bare host), schema (http/https) and port."""
+    conn_id = getattr(conn, "conn_id", None) or "<unnamed>"
     host = (getattr(conn, "host", None) or "").strip().rstrip("/")
     port = getattr(conn, "port", None)
+    number: int | None = None
+    if port is not None and port != "":
+        text = str(port).strip()
+        if isinstance(port, bool) or not (text.isascii() and text.isdigit() and 1 <= int(text) <= 65535):
+            raise M3terConfigurationError(
+                f"m3ter connection {conn_id!r}: port must be 1-65535, got {shown(port)}", field="port"
+            )
+        number = int(text)
     if not host:
-        return DEFAULT_CONFIG_URL
+        return DEFAULT_CONFIG_URL if number is None else f"{DEFAULT_CONFIG_URL}:{number}"
     if "://" not in host:
         schema = (getattr(conn, "schema", None) or "").strip().lower()
         host = f"{schema if schema in ('http', 'https') else 'https'}://{host}"
-    if port:
+    if number is not None:
         parts = urlsplit(host)
-        if parts.port is None:
-            host = parts._replace(netloc=f"{parts.netloc}:{int(port)}").geturl()
+        try:
+            in_host = parts.port
+        except ValueError:
+            in_host = None  # an invalid port in the URL is reported by the URL check
+        if in_host is None:
+            host = parts._replace(netloc=f"{parts.netloc}:{number}").geturl()
+        elif in_host != number:
+            raise M3terConfigurationError(
+                f"m3ter connection {conn_id!r}: port {number} differs from the port in host ({in_host}); "
+                "give it once",
+                field="port",
+            )
     return host
 
 
@@ -145,17 +198,25 @@ def settings_from_connection(conn: Any) -> ClientSettings:
     conn_id = getattr(conn, "conn_id", None) or "<unnamed>"
     raw = _extras_of(conn)
     extras: dict[str, Any] = {}
+    given_as: dict[str, str] = {}
     for key, value in raw.items():
         name = key[len(_EXTRA_PREFIX) :] if key.startswith(_EXTRA_PREFIX) else key
-        # the short key wins over the prefixed one when both are present
+        # the short key wins over the prefixed one when both are present (documented)
         if value is None or value == "" or (name in extras and key != name):
             continue
         extras[name] = value
+        given_as[name] = key
     kinds = {name: schema_kind(spec) for name, spec in CONN_FIELDS.items()} | _ADVANCED_EXTRAS
-    unknown = sorted(set(extras) - set(kinds))
-    if unknown:
-        log.warning("m3ter connection %r: ignoring unknown extras %s", conn_id, unknown)
-    values = {name: _coerce(conn_id, name, extras[name], kinds[name]) for name in extras if name in kinds}
+    for name in sorted(set(extras) - set(kinds)):
+        # a misspelt setting would silently not apply: refuse it, suggesting the likely one
+        close = difflib.get_close_matches(name, list(kinds), n=1)
+        hint = f" (did you mean {close[0]!r}?)" if close else ""
+        raise M3terConfigurationError(
+            f"m3ter connection {conn_id!r}: unknown extra {shown(given_as[name])}{hint}; known extras: "
+            f"{', '.join(sorted(kinds))}",
+            field=name,
+        )
+    values = {name: _coerce(conn_id, name, extras[name], kinds[name]) for name in extras}
 
     required = (
         ("org_id", "extra 'org_id' (Organization ID)", values.get("org_id")),
@@ -178,8 +239,8 @@ def settings_from_connection(conn: Any) -> ClientSettings:
         "ingest_url": values.pop("ingest_url", None) or _derived_ingest_url(conn_id, config_url),
     }
     for name in _RATE_EXTRAS:
-        # 0 switches client-side pacing off for that limit
-        if name in values and values[name] <= 0:
+        # 0 (and only 0: a negative rate is a mistake, not a wish) switches that pacing limit off
+        if name in values and values[name] == 0:
             values[name] = None
     kwargs.update(values)
     try:

@@ -260,7 +260,8 @@ def refuse(*args, **kwargs):
 socket.socket.connect = refuse
 socket.create_connection = refuse
 from airflow_provider_m3ter.client import ClientSettings, M3terClient
-client = M3terClient(ClientSettings(org_id="o", access_key_id="k", api_secret="s",
+client = M3terClient(ClientSettings(org_id="00000000-0000-4000-8000-00000000000a",
+    access_key_id="k", api_secret="s",
                                     config_url="https://10.255.255.1", ingest_url="https://10.255.255.2"))
 print("constructed", client.stats.attempts)
 try:

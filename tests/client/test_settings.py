@@ -6,7 +6,8 @@ import pytest
 
 from airflow_provider_m3ter.client import ClientSettings, M3terConfigurationError
 
-BASE = {"org_id": "org-1", "access_key_id": "key-1", "api_secret": "s3cr3t-value"}
+ORG = "00000000-0000-4000-8000-000000000011"
+BASE = {"org_id": ORG, "access_key_id": "key-1", "api_secret": "s3cr3t-value"}
 
 
 def test_defaults_and_repr_hides_the_secret() -> None:
@@ -15,7 +16,7 @@ def test_defaults_and_repr_hides_the_secret() -> None:
     assert settings.ingest_url == "https://ingest.m3ter.com"
     assert "s3cr3t-value" not in repr(settings)
     assert "s3cr3t-value" not in str(settings)
-    assert "org-1" in repr(settings)
+    assert "00000000-0000-4000-8000-000000000011" in repr(settings)
 
 
 @pytest.mark.parametrize(
@@ -75,14 +76,14 @@ def test_bad_values_name_the_setting(changes: dict, field: str) -> None:
 
 def test_credentials_are_stripped_and_pacing_may_be_disabled() -> None:
     settings = ClientSettings(
-        org_id=" org-1 ",
+        org_id=" 00000000-0000-4000-8000-000000000011 ",
         access_key_id="key\n",
         api_secret=" s ",
         ingest_requests_per_second=None,
         ingest_requests_per_window=None,
         verify_tls="/etc/ssl/certs/ca.pem",
     )
-    assert (settings.org_id, settings.access_key_id, settings.api_secret) == ("org-1", "key", "s")
+    assert (settings.org_id, settings.access_key_id, settings.api_secret) == (ORG, "key", "s")
     assert settings.verify_tls == "/etc/ssl/certs/ca.pem"
 
 

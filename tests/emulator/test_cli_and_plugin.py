@@ -126,3 +126,38 @@ def test_emulator_imports_nothing_from_the_rest_of_the_package():
     )
     loaded = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True).stdout
     assert loaded.strip() == "['airflow_provider_m3ter']"
+
+
+def test_access_log_on_prints_one_line_per_request_on_stderr_without_upload_tokens():
+    process = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "airflow_provider_m3ter.emulator",
+            "--port",
+            "0",
+            "--ingest-port",
+            "0",
+            "--access-log",
+            "on",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        ready = json.loads(process.stdout.readline())
+        base = ready["config_url"]
+        assert requests.get(base + "/_emulator/health", timeout=5).status_code == 200
+        assert requests.get(base + "/organizations/x/meters", timeout=5).status_code == 403
+        upload = requests.put(base + "/_upload/SECRET-UPLOAD-TOKEN-123", data=b"[]", timeout=5)
+        assert upload.status_code == 403
+    finally:
+        process.terminate()
+        out, err = process.communicate(timeout=10)
+    assert process.returncode == 0
+    assert out == ""  # stdout carries only the ready line
+    assert '"GET /_emulator/health HTTP/1.1" 200' in err, err
+    assert '"GET /organizations/x/meters HTTP/1.1" 403' in err, err
+    assert '"PUT /_upload/*** HTTP/1.1" 403' in err, err
+    assert "SECRET-UPLOAD-TOKEN-123" not in err

@@ -190,7 +190,11 @@ def test_test_connection_answers_quickly_when_m3ter_is_unreachable(monkeypatch: 
         "host": f"http://127.0.0.1:{port}",
         "login": "key",
         "password": "Unreachable-Secret-1234",
-        "extra": {"org_id": "org", "ingest_url": f"http://127.0.0.1:{port}", "max_wait": 0.05},
+        "extra": {
+            "org_id": "00000000-0000-4000-8000-00000000000b",
+            "ingest_url": f"http://127.0.0.1:{port}",
+            "max_wait": 0.05,
+        },
     }
     monkeypatch.setenv("AIRFLOW_CONN_M3TER_DOWN", json.dumps(conn))
     started = time.monotonic()
