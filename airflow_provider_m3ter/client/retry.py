@@ -169,6 +169,7 @@ class CallState:
     :param authenticated: the call carries a bearer token (so a 403 may mean it expired).
     :param refresh_on_403: whether a 403 may trigger the one token refresh.
     :param token_serial_at_start: the newest token's serial when the call began.
+    :param limit: what ``deadline_at`` is, in words (the call's deadline or an enclosing wait's).
     """
 
     method: str
@@ -186,6 +187,7 @@ class CallState:
     token: str | None = field(default=None, repr=False)
     stop_reason: str | None = None
     retry_after: float | None = None
+    limit: str = "the deadline"
 
     def token_may_refresh(self) -> bool:
         """Whether a 403 now should cause the call's one token refresh and retry.
@@ -246,10 +248,9 @@ class wait_m3ter(wait_base):  # tenacity's naming style
 class stop_m3ter(stop_base):  # tenacity's naming style
     """Stop after ``max_attempts`` transient sends, or when the next wait would pass the deadline."""
 
-    def __init__(self, call: CallState, clock: Callable[[], float], deadline: float) -> None:
+    def __init__(self, call: CallState, clock: Callable[[], float]) -> None:
         self.call = call
         self.clock = clock
-        self.deadline = deadline
 
     def __call__(self, retry_state: RetryCallState) -> bool:
         if _kind(retry_state, self.call) == "token":
@@ -259,10 +260,9 @@ class stop_m3ter(stop_base):  # tenacity's naming style
             self.call.stop_reason = f"gave up after {self.call.max_attempts} attempts"
             return True
         wait = retry_state.upcoming_sleep
-        if self.clock() + wait > self.call.deadline_at:
-            self.call.stop_reason = (
-                f"gave up: a further {wait:.1f} s wait would pass the {self.deadline:g} s deadline"
-            )
+        if self.clock() + wait >= self.call.deadline_at:
+            if self.call.stop_reason is None:
+                self.call.stop_reason = f"gave up: a further {wait:.1f} s wait would pass {self.call.limit}"
             return True
         return False
 
@@ -281,7 +281,7 @@ def build_retrying(
     call: CallState,
     *,
     max_wait: float,
-    deadline: float,
+    limit: str,
     sleep: Callable[[float], None],
     clock: Callable[[], float],
     rng: random.Random,
@@ -295,7 +295,7 @@ def build_retrying(
 
     :param call: the call's state, shared with the function being retried.
     :param max_wait: cap of one wait.
-    :param deadline: the call's total budget, for messages.
+    :param limit: the call's time limit in words, for messages.
     :param sleep: how to wait.
     :param clock: monotonic clock.
     :param rng: random source for the jitter.
@@ -340,7 +340,7 @@ def build_retrying(
     return Retrying(
         retry=retry_if_m3ter_transient(call),
         wait=wait_m3ter(call, max_wait, rng),
-        stop=stop_m3ter(call, clock, deadline),
+        stop=stop_m3ter(call, clock),
         sleep=lambda seconds: sleep(seconds) if seconds > 0 else None,
         before_sleep=before_sleep,
         retry_error_callback=give_up,

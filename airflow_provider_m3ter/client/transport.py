@@ -18,11 +18,11 @@ from typing import Any, Literal
 from urllib.parse import quote, urlsplit
 
 import requests
-from requests.adapters import HTTPAdapter
 from requests.utils import get_environ_proxies
 
 from airflow_provider_m3ter import __version__
 from airflow_provider_m3ter.client.auth import BasicAuth, BearerAuth, TokenProvider, read_token_response
+from airflow_provider_m3ter.client.deadline import WATCHDOG, WatchedAdapter, time_left, time_limit
 from airflow_provider_m3ter.client.errors import (
     M3terFinalError,
     M3terPayloadTooLargeError,
@@ -120,7 +120,8 @@ class Transport:
         with self._session_lock:
             if self._session is None:
                 session = requests.Session()
-                adapter = HTTPAdapter(
+                # the watched adapter lets the watchdog end an attempt at the call's deadline
+                adapter = WatchedAdapter(
                     pool_connections=self.settings.pool_size,
                     pool_maxsize=self.settings.pool_size,
                     max_retries=0,
@@ -204,14 +205,21 @@ class Transport:
     def _new_call(
         self, method: str, url: str, *, authenticated: bool = True, refresh_on_403: bool = True
     ) -> CallState:
+        budget = self.settings.deadline
+        limit = f"the {budget:g} s deadline"
+        enclosing = time_left()  # an enclosing wait's budget (sensor, trigger, upload wait) bounds the call
+        if enclosing is not None and enclosing[0] < budget:
+            budget = max(0.0, enclosing[0])
+            limit = enclosing[1]
         return CallState(
             method=method,
             path=urlsplit(url).path,
-            deadline_at=self._clock() + self.settings.deadline,
+            deadline_at=self._clock() + budget,
             max_attempts=self.settings.max_attempts,
             authenticated=authenticated,
             refresh_on_403=refresh_on_403,
             token_serial_at_start=self._tokens.serial,
+            limit=limit,
         )
 
     def _send(
@@ -228,7 +236,7 @@ class Transport:
         retrying = build_retrying(
             call,
             max_wait=self.settings.max_wait,
-            deadline=self.settings.deadline,
+            limit=call.limit,
             sleep=self._sleep,
             clock=self._clock,
             rng=self._rng,
@@ -264,9 +272,11 @@ class Transport:
         headers: Mapping[str, str] | None = None,
         auth: requests.auth.AuthBase | None = None,
     ) -> requests.Response:
-        """One HTTP send: token, pacing, then the request itself."""
+        """One HTTP send: token, pacing, then the request itself, all within the call's deadline."""
         if authenticated:
-            token = self._tokens.get_token()
+            # a token fetched for this call shares its deadline
+            with time_limit(call.deadline_at - self._clock(), call.limit):
+                token = self._tokens.get_token()
             call.token = token.value
             call.token_fresh = token.serial > call.token_serial_at_start
             auth = BearerAuth(call.token)
@@ -275,22 +285,33 @@ class Transport:
             self.stats.add(paced=limiter.acquire())
         call.attempts += 1
         self.stats.add(attempts=1)
-        # Never let one attempt run far past the call's deadline (but give it at least a second).
-        timeout = min(self.settings.timeout, max(1.0, call.deadline_at - self._clock()))
+        left = call.deadline_at - self._clock()
+        if left <= 0:
+            call.failures += 1
+            call.stop_reason = f"{call.limit} passed before the attempt could start"
+            raise requests.exceptions.Timeout("no time left for another attempt")
+        # each connect and read waits at most the time left; the watchdog ends the whole attempt then
+        timeout = min(self.settings.timeout, left)
         started = time.perf_counter()
         try:
-            session = self.session
-            response = session.request(
-                method,
-                url,
-                params=params,
-                data=data,
-                headers={"User-Agent": USER_AGENT, **(headers or {})},
-                auth=auth,
-                timeout=timeout,
-                allow_redirects=False,
-                proxies=self._proxies.get(api),
-            )
+            with WATCHDOG.watch(left) as watched:
+                try:
+                    response = self.session.request(
+                        method,
+                        url,
+                        params=params,
+                        data=data,
+                        headers={"User-Agent": USER_AGENT, **(headers or {})},
+                        auth=auth,
+                        timeout=timeout,
+                        allow_redirects=False,
+                        proxies=self._proxies.get(api),
+                    )
+                except requests.RequestException:
+                    if watched.fired:  # cut off at the deadline: whatever broke, it is a timeout
+                        call.stop_reason = f"{call.limit} passed while waiting for m3ter's answer"
+                        raise requests.exceptions.Timeout("no complete answer in time") from None
+                    raise
         except NETWORK_ERRORS as exc:
             call.failures += 1
             log.debug("%s %s attempt %d: %s", method, call.path, call.attempts, type(exc).__name__)

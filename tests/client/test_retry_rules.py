@@ -104,7 +104,13 @@ def _run(
 ):
     """Drive the tenacity policy over scripted outcomes; return (last outcome, call, stats, fake time)."""
     fake = FakeTime()
-    call = CallState("GET", "/organizations/o/meters", fake.clock() + deadline, max_attempts)
+    call = CallState(
+        "GET",
+        "/organizations/o/meters",
+        fake.clock() + deadline,
+        max_attempts,
+        limit=f"the {deadline:g} s deadline",
+    )
     call.token_fresh = token_fresh
     stats = ClientStats()
     rejected: list[str] = []
@@ -127,7 +133,7 @@ def _run(
     retrying = build_retrying(
         call,
         max_wait=max_wait,
-        deadline=deadline,
+        limit=call.limit,
         sleep=fake.sleep,
         clock=fake.clock,
         rng=random.Random(7),

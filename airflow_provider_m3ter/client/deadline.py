@@ -1,0 +1,256 @@
+"""Time limits that hold whatever the server does: the enclosing budget and the per-attempt watchdog.
+
+Two mechanisms, both process-wide and cheap when nothing goes wrong:
+
+* :func:`time_limit` sets a budget (seconds) for every client call made inside the ``with`` block,
+  in this thread or task (a ``contextvars`` variable, so ``asyncio.to_thread`` carries it). A call's
+  own deadline is then ``min(settings.deadline, time left in the budget)``, and nested budgets
+  take the smallest. Sensors, triggers and the file-upload wait use it so that one check never
+  outlives the wait it belongs to.
+* :class:`AttemptWatchdog` ends one HTTP attempt at an absolute time, even when the server keeps the
+  socket busy (response headers or body trickled a byte at a time, a TLS handshake that never
+  finishes): socket timeouts only bound each single read. The watchdog shuts the attempt's socket
+  down when its time is up; the blocked read returns at once and the transport reports a timeout.
+  Connection classes of the client's HTTP adapter (:class:`WatchedAdapter`) tell the watchdog which
+  socket an attempt uses.
+
+Name resolution (DNS) is bounded too: :class:`WatchedAdapter`'s connections resolve the host in a
+helper thread and give up when the attempt's time is up (the lookup thread itself then ends on the
+resolver's own timeout, in the background).
+"""
+
+from __future__ import annotations
+
+import contextvars
+import heapq
+import itertools
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from concurrent.futures import Future
+from contextlib import contextmanager, suppress
+from typing import Any
+
+from requests.adapters import HTTPAdapter
+from urllib3.connection import HTTPConnection, HTTPSConnection
+from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
+from urllib3.exceptions import ConnectTimeoutError, NameResolutionError
+
+__all__ = ["AttemptWatchdog", "WatchedAdapter", "time_left", "time_limit"]
+
+# absolute end of the innermost budget, on the time.monotonic() scale (None: no budget)
+# and what it is, in words, for messages
+_budget: contextvars.ContextVar[tuple[float, str] | None] = contextvars.ContextVar(
+    "m3ter_budget", default=None
+)
+
+
+@contextmanager
+def time_limit(seconds: float, what: str | None = None) -> Iterator[float]:
+    """Bound every client call made inside the block to ``seconds`` from now (nested: the smaller wins).
+
+    :param seconds: the budget; 0 or less means calls inside fail at once with a timeout.
+    :param what: the limit in words for error messages, e.g. ``"the sensor's 600 s timeout"``.
+    :return: (as the ``with`` target) the effective seconds left, after nesting.
+    """
+    end = time.monotonic() + max(0.0, float(seconds))
+    text = what or f"the enclosing {seconds:.1f} s time limit"
+    outer = _budget.get()
+    if outer is not None and outer[0] <= end:
+        end, text = outer
+    token = _budget.set((end, text))
+    try:
+        yield end - time.monotonic()
+    finally:
+        _budget.reset(token)
+
+
+def time_left() -> tuple[float, str] | None:
+    """Seconds left in the innermost :func:`time_limit` block and its description; ``None`` outside any."""
+    budget = _budget.get()
+    return None if budget is None else (budget[0] - time.monotonic(), budget[1])
+
+
+class _Attempt:
+    """One HTTP attempt under watch: its end time and the sockets it uses."""
+
+    __slots__ = ("conn", "end", "fired", "raw")
+
+    def __init__(self, end: float) -> None:
+        self.end = end
+        self.fired = False
+        self.conn: Any = None
+        self.raw: socket.socket | None = None  # a dup of a new connection's socket (TLS wraps detach it)
+
+    def attach(self, conn: Any, sock: socket.socket | None) -> None:
+        self.conn = conn
+        if sock is not None:
+            try:
+                self.raw = sock.dup()
+            except OSError:
+                self.raw = None
+        if self.fired:
+            self.abort()
+
+    def abort(self) -> None:
+        """Shut the attempt's sockets down so that a blocked read or handshake returns now."""
+        for sock in (self.raw, getattr(self.conn, "sock", None)):
+            if sock is not None:
+                with suppress(OSError):
+                    sock.shutdown(socket.SHUT_RDWR)
+
+    def release(self) -> None:
+        if self.raw is not None:
+            with suppress(OSError):
+                self.raw.close()
+            self.raw = None
+
+
+_current = threading.local()
+
+
+class AttemptWatchdog:
+    """Ends HTTP attempts at their time limit; one daemon thread per process, started on first use."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Condition(threading.Lock())
+        self._heap: list[tuple[float, int, _Attempt]] = []
+        self._counter = itertools.count()
+        self._thread: threading.Thread | None = None
+
+    @contextmanager
+    def watch(self, seconds: float) -> Iterator[_Attempt]:
+        """Watch the HTTP attempt made inside the block; it is cut off ``seconds`` from now.
+
+        :param seconds: the attempt's time limit.
+        :return: (as the ``with`` target) the attempt; its ``fired`` says whether it was cut off.
+        """
+        attempt = _Attempt(time.monotonic() + max(0.0, seconds))
+        with self._lock:
+            if self._thread is None or not self._thread.is_alive():
+                self._thread = threading.Thread(target=self._run, name="m3ter-attempt-watchdog", daemon=True)
+                self._thread.start()
+            earliest = self._heap[0][0] if self._heap else None
+            heapq.heappush(self._heap, (attempt.end, next(self._counter), attempt))
+            if earliest is None or attempt.end < earliest:
+                self._lock.notify()
+        previous = getattr(_current, "attempt", None)
+        _current.attempt = attempt
+        try:
+            yield attempt
+        finally:
+            _current.attempt = previous
+            attempt.end = float("-inf")  # done: the watchdog drops it when it next looks
+            with self._lock:
+                attempt.conn = None
+                attempt.release()
+
+    def _run(self) -> None:
+        while True:
+            with self._lock:
+                now = time.monotonic()
+                # finished attempts keep their heap slot (keyed by their original end) until it is due
+                while self._heap and self._heap[0][0] <= now:
+                    _, _, attempt = heapq.heappop(self._heap)
+                    if attempt.end != float("-inf"):
+                        attempt.fired = True
+                        attempt.abort()
+                self._lock.wait(self._heap[0][0] - now if self._heap else None)
+
+
+WATCHDOG = AttemptWatchdog()
+
+
+def _resolve_within(host: str, port: int, seconds: float) -> str:
+    """The first address of ``host`` from a lookup that may take at most ``seconds``."""
+    future: Future[str] = Future()
+
+    def lookup() -> None:
+        try:
+            infos = socket.getaddrinfo(host, port, 0, socket.SOCK_STREAM)
+            future.set_result(str(infos[0][4][0]))
+        except BaseException as exc:  # handed to the waiting thread
+            future.set_exception(exc)
+
+    threading.Thread(target=lookup, name="m3ter-dns", daemon=True).start()
+    return future.result(timeout=max(0.0, seconds))
+
+
+def _is_ip(host: str) -> bool:
+    for family in (socket.AF_INET, socket.AF_INET6):
+        try:
+            socket.inet_pton(family, host.strip("[]"))
+            return True
+        except OSError:
+            pass
+    return False
+
+
+class _WatchedMixin:
+    """Tell the watchdog which socket the current attempt uses; bound the DNS lookup by its time."""
+
+    _dns_host: str
+    port: int
+
+    def _new_conn(self) -> socket.socket:
+        attempt: _Attempt | None = getattr(_current, "attempt", None)
+        host = self._dns_host
+        if attempt is not None and host and not _is_ip(host) and host != "localhost":
+            left = attempt.end - time.monotonic()
+            try:
+                address = _resolve_within(host, self.port, left)
+            except TimeoutError:
+                raise ConnectTimeoutError(self, f"resolving {host} took longer than {left:.1f} s") from None
+            except socket.gaierror as exc:
+                raise NameResolutionError(host, self, exc) from exc  # type: ignore[arg-type]
+            # connect to the address found; TLS still checks the certificate against the host name
+            self._dns_host = address
+            try:
+                sock = super()._new_conn()  # type: ignore[misc]
+            finally:
+                self._dns_host = host
+        else:
+            sock = super()._new_conn()  # type: ignore[misc]
+        if attempt is not None:
+            attempt.attach(self, sock)
+        return sock
+
+    def request(self, *args: Any, **kwargs: Any) -> Any:
+        attempt: _Attempt | None = getattr(_current, "attempt", None)
+        if attempt is not None:
+            attempt.attach(self, None)
+        return super().request(*args, **kwargs)  # type: ignore[misc]
+
+
+class _WatchedHTTPConnection(_WatchedMixin, HTTPConnection):
+    pass
+
+
+class _WatchedHTTPSConnection(_WatchedMixin, HTTPSConnection):
+    pass
+
+
+class _WatchedHTTPPool(HTTPConnectionPool):
+    ConnectionCls = _WatchedHTTPConnection
+
+
+class _WatchedHTTPSPool(HTTPSConnectionPool):
+    ConnectionCls = _WatchedHTTPSConnection
+
+
+_POOLS = {"http": _WatchedHTTPPool, "https": _WatchedHTTPSPool}
+
+
+class WatchedAdapter(HTTPAdapter):
+    """``requests`` adapter whose connections report their sockets to :data:`WATCHDOG`."""
+
+    def init_poolmanager(self, *args: Any, **kwargs: Any) -> None:
+        super().init_poolmanager(*args, **kwargs)
+        self.poolmanager.pool_classes_by_scheme = dict(_POOLS)
+
+    def proxy_manager_for(self, proxy: str, **proxy_kwargs: Any) -> Any:
+        manager = super().proxy_manager_for(proxy, **proxy_kwargs)
+        if hasattr(manager, "pool_classes_by_scheme") and not proxy.lower().startswith("socks"):
+            manager.pool_classes_by_scheme = dict(_POOLS)
+        return manager
