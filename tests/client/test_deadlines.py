@@ -94,7 +94,7 @@ def server(request: pytest.FixtureRequest) -> Iterator[TrickleServer]:
 
 def _client(url: str, **overrides: Any) -> M3terClient:
     options: dict[str, Any] = {
-        "org_id": "org",
+        "org_id": "12345678-90ab-4cde-8f01-234567890abc",
         "access_key_id": "key",
         "api_secret": "secret-value",
         "config_url": url,
