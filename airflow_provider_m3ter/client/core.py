@@ -178,14 +178,14 @@ class M3terClient:
             if not isinstance(code, str) or not code.strip():
                 raise ValueError(f"{path} look-up: code #{index} must be a non-empty string, got {code!r}")
             wanted[code] = None
-        # The filter is comma-separated (as m3ter's own SDK sends it), so a code with a comma cannot be
-        # filtered for: those few are found by one scan of the whole list.
+        # The filter is sent as repeated parameters (the spec's form/explode style); a code with a comma
+        # is found by one scan of the whole list instead, whether or not a server splits on commas.
         plain = [code for code in wanted if "," not in code]
         odd = {code for code in wanted if "," in code}
         found: dict[str, dict[str, Any]] = {}
         for start in range(0, len(plain), _CODES_PER_CALL):
             chunk = plain[start : start + _CODES_PER_CALL]
-            params = {"codes": ",".join(chunk)}
+            params = {"codes": chunk}
             items = self.paginate(path, params=params, page_size=_CODES_PER_CALL)
             found.update(self._pick(items, set(chunk)))
         if odd:

@@ -357,7 +357,8 @@ def check_entity(
     """
     kind = get_entity_kind(kind)
     code = _require_code(code, f"{kind.label} code")
-    params = {"codes": code} if kind.codes_filter else None
+    # a code with a comma (legal in m3ter) is found by scanning: a server may split filter values on commas
+    params = {"codes": [code]} if kind.codes_filter and "," not in code else None
     entity = None
     for item in client.paginate(kind.path, params=params, page_size=kind.page_size):
         # match the code here too: the filter narrows the list, the equality decides

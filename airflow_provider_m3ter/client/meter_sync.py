@@ -167,30 +167,44 @@ class MeterPlan:
         return "\n".join(lines)
 
 
-def read_meters_by_code(client: MeterApi, codes: Sequence[str]) -> dict[str, dict[str, Any]]:
-    """Current meters with these codes: one filtered list call per 100 codes, never a GET per meter."""
+def _by_code(client: MeterApi, path: str, codes: Sequence[str], page_size: int) -> dict[str, dict[str, Any]]:
+    """Entities of ``path`` whose code is exactly one of ``codes``.
+
+    Plain codes go in the ``codes`` filter (repeated parameters, one filtered list call per 100
+    codes); a code with a comma (``api,calls``, ``,lead``: legal in m3ter) is matched by one scan
+    of the whole list, so a server that splits filter values on commas cannot hide it. Equality
+    decides in both cases: the filter only narrows the list.
+    """
+    plain = list(dict.fromkeys(code for code in codes if "," not in code))
+    odd = {code for code in codes if "," in code}
     found: dict[str, dict[str, Any]] = {}
-    for start in range(0, len(codes), CODES_PER_LIST_CALL):
-        chunk = list(codes[start : start + CODES_PER_LIST_CALL])
+    for start in range(0, len(plain), CODES_PER_LIST_CALL):
+        chunk = plain[start : start + CODES_PER_LIST_CALL]
         wanted = set(chunk)
-        for meter in client.paginate("meters", params={"codes": chunk}, page_size=PAGE_SIZE):
-            if meter.get("code") in wanted:
-                found[meter["code"]] = meter
+        for item in client.paginate(path, params={"codes": chunk}, page_size=page_size):
+            if item.get("code") in wanted:
+                found[item["code"]] = item
+    if odd:
+        for item in client.paginate(path, page_size=page_size):
+            if item.get("code") in odd:
+                found[item["code"]] = item
     return found
+
+
+def read_meters_by_code(client: MeterApi, codes: Sequence[str]) -> dict[str, dict[str, Any]]:
+    """Current meters with these codes: filtered list calls, never a GET per meter (see :func:`_by_code`)."""
+    return _by_code(client, "meters", codes, PAGE_SIZE)
 
 
 def _resolve_products(client: MeterApi, definitions: Sequence[MeterDefinition]) -> dict[str, str]:
     """Product code -> id for the product codes the definitions use (one filtered list call)."""
     wanted = sorted({d.product for d in definitions if d.product})
-    ids: dict[str, str] = {}
-    for start in range(0, len(wanted), CODES_PER_LIST_CALL):
-        chunk = wanted[start : start + CODES_PER_LIST_CALL]
-        # The spec documents only an ``ids`` filter; the codes are checked here as well, so a
-        # server that ignores ``codes`` (and pages through every product) still gives the right map.
-        params = {"codes": chunk}
-        for product in client.paginate("products", params=params, page_size=PRODUCT_PAGE_SIZE):
-            if product.get("code") in chunk:
-                ids[product["code"]] = product["id"]
+    # The spec documents only an ``ids`` filter; the codes are matched exactly as well, so a
+    # server that ignores ``codes`` (and pages through every product) still gives the right map.
+    ids = {
+        code: product["id"]
+        for code, product in _by_code(client, "products", wanted, PRODUCT_PAGE_SIZE).items()
+    }
     missing = [d for d in definitions if d.product and d.product not in ids]
     if missing:
         raise MeterDefinitionError(

@@ -44,7 +44,10 @@ def parse_page_size(raw: str | None, maximum: int = 100, default: int = 10) -> i
 
 
 def multi_values(params: Iterable[tuple[str, str]], name: str) -> list[str] | None:
-    """Collect a list parameter given as repeated keys and/or comma-separated values.
+    """Collect a list parameter given as repeated keys (``codes=a&codes=b``).
+
+    m3ter's spec declares these filters ``style: form, explode: true``: every value is one whole item,
+    so a comma belongs to the item (a meter code may be ``api,calls``) and is never a separator.
 
     :param params: the query parameters as (key, value) pairs.
     :param name: the parameter to collect.
@@ -53,7 +56,8 @@ def multi_values(params: Iterable[tuple[str, str]], name: str) -> list[str] | No
     for key, value in params:
         if key == name:
             values = values or []
-            values += [part.strip() for part in value.split(",") if part.strip()]
+            if value:
+                values.append(value)
     return values
 
 
