@@ -11,10 +11,12 @@ import glob
 import json
 import os
 import unicodedata
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Union
+
+from airflow_provider_m3ter.client.paths import shown
 
 FIELD_CATEGORIES = ("WHO", "WHERE", "WHAT", "OTHER", "METADATA", "MEASURE", "INCOME", "COST")
 #: Categories whose values are numbers and therefore need a UCUM ``unit``.
@@ -23,6 +25,11 @@ MAX_DATA_FIELDS = 15
 MAX_DERIVED_FIELDS = 15
 MAX_CUSTOM_FIELDS = 100
 DEFINITION_SUFFIXES = (".yaml", ".yml", ".json")
+#: Largest definition file read (bytes); a file of 1,000 meters is about 1 MB.
+MAX_FILE_BYTES = 4 * 1024 * 1024
+#: Most problems listed in one error message (the rest are counted).
+MAX_PROBLEMS_SHOWN = 50
+_MAX_PART = 200  # characters of one problem part (meter, field, reason) in messages
 
 _METER_KEYS = frozenset(
     {"code", "name", "product", "productId", "groupId", "dataFields", "derivedFields", "customFields"}
@@ -53,12 +60,18 @@ class DefinitionProblem:
     reason: str
 
     def __str__(self) -> str:
-        where = [self.source]
+        where = [_cut(self.source)]
         if self.meter is not None:
-            where.append(f"meter {self.meter}" if self.meter.startswith("#") else f"meter '{self.meter}'")
+            meter = _cut(self.meter)
+            where.append(f"meter {meter}" if meter.startswith("#") else f"meter '{meter}'")
         if self.field:
-            where.append(self.field)
-        return f"{': '.join(where)}: {self.reason}"
+            where.append(_cut(self.field))
+        return f"{': '.join(where)}: {_cut(self.reason)}"
+
+
+def _cut(text: str, limit: int = _MAX_PART) -> str:
+    """``text`` shortened to ``limit`` characters (messages stay bounded whatever the input)."""
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 class MeterDefinitionError(ValueError):
@@ -66,7 +79,10 @@ class MeterDefinitionError(ValueError):
 
     def __init__(self, problems: Sequence[DefinitionProblem]) -> None:
         self.problems = list(problems)
-        lines = "\n".join(f"  - {p}" for p in self.problems)
+        lines = "\n".join(f"  - {p}" for p in self.problems[:MAX_PROBLEMS_SHOWN])
+        more = len(self.problems) - MAX_PROBLEMS_SHOWN
+        if more > 0:
+            lines += f"\n  ... and {more} more"
         super().__init__(f"{len(self.problems)} problem(s) in the meter definitions:\n{lines}")
 
     def __reduce__(self) -> tuple[object, ...]:
@@ -130,10 +146,15 @@ def _field_code_problem(value: Any) -> str | None:
         return f"must be at most 80 characters (has {len(value)})"
     # str.isalpha() is exactly Unicode's letter categories, i.e. \p{L}; digits are ASCII only.
     if not (value[0].isalpha() or value[0] in "_$"):
-        return f"{value!r} must start with a letter, '_' or '$'"
+        return f"{shown(value)} must start with a letter, '_' or '$'"
     if not all(ch.isalpha() or ch in "_$0123456789" for ch in value):
-        return f"{value!r} may contain only letters, digits, '_' and '$'"
+        return f"{shown(value)} may contain only letters, digits, '_' and '$'"
     return None
+
+
+def _key(key: object) -> str:
+    """A mapping key as messages show it (bounded; non-strings as their repr)."""
+    return _cut(key, 80) if isinstance(key, str) else shown(key)
 
 
 def _text_problem(value: Any, max_len: int) -> str | None:
@@ -149,16 +170,16 @@ def _validate_field(raw: Any, kind: str, index: int, report: Any) -> dict[str, A
         report(f"{kind}[{index}]", "must be a mapping with category, code and name")
         return None
     code = raw.get("code")
-    label = f"{kind}[{code}]" if isinstance(code, str) and code else f"{kind}[{index}]"
+    label = f"{kind}[{_cut(code, 80)}]" if isinstance(code, str) and code else f"{kind}[{index}]"
     allowed = _DERIVED_KEYS if kind == "derivedFields" else _FIELD_KEYS
     for key in sorted(set(raw) - allowed, key=str):
-        report(f"{label}.{key}", f"unknown attribute (allowed: {', '.join(sorted(allowed))})")
+        report(f"{label}.{_key(key)}", f"unknown attribute (allowed: {', '.join(sorted(allowed))})")
     for attr, problem in (("code", _field_code_problem(code)), ("name", _text_problem(raw.get("name"), 200))):
         if problem:
             report(f"{label}.{attr}", problem)
     category = raw.get("category")
     if category not in FIELD_CATEGORIES:
-        report(f"{label}.category", f"{category!r} is not one of {', '.join(FIELD_CATEGORIES)}")
+        report(f"{label}.category", f"{shown(category)} is not one of {', '.join(FIELD_CATEGORIES)}")
     unit = raw.get("unit")
     if unit is None or unit == "":
         if category in NUMERIC_CATEGORIES:
@@ -206,6 +227,12 @@ def _validate_fields(raw: Mapping[str, Any], report: Any) -> tuple[FieldList, Fi
     return result["dataFields"], result["derivedFields"]
 
 
+def _meter_label(raw: Any, index: int) -> str:
+    """How messages name a meter: its code if usable, else ``#n`` (its 1-based position)."""
+    code = raw.get("code") if isinstance(raw, Mapping) else None
+    return str(code) if _code_problem(code) is None else f"#{index + 1}"
+
+
 def validate_meter(
     raw: Any, source: str, index: int
 ) -> tuple[MeterDefinition | None, list[DefinitionProblem]]:
@@ -217,7 +244,7 @@ def validate_meter(
     """
     problems: list[DefinitionProblem] = []
     code = raw.get("code") if isinstance(raw, Mapping) else None
-    meter_label = code if _code_problem(code) is None else f"#{index + 1}"
+    meter_label = _meter_label(raw, index)
 
     def report(attr: str | None, reason: str) -> None:
         problems.append(DefinitionProblem(source, meter_label, attr, reason))
@@ -226,7 +253,7 @@ def validate_meter(
         report(None, "must be a mapping with at least code, name and dataFields")
         return None, problems
     for key in sorted(set(raw) - _METER_KEYS, key=str):
-        report(str(key), f"unknown attribute (allowed: {', '.join(sorted(_METER_KEYS))})")
+        report(_key(key), f"unknown attribute (allowed: {', '.join(sorted(_METER_KEYS))})")
     if problem := _code_problem(code):
         report("code", problem)
     if problem := _text_problem(raw.get("name"), 200):
@@ -247,9 +274,11 @@ def validate_meter(
             report("customFields", f"at most {MAX_CUSTOM_FIELDS} entries (has {len(custom)})")
         for key, value in custom.items():
             if not isinstance(key, str) or not key:
-                report(f"customFields.{key}", "names must be non-empty strings")
+                report(f"customFields.{_key(key)}", "names must be non-empty strings")
             elif isinstance(value, bool) or not isinstance(value, (str, int, float)):
-                report(f"customFields.{key}", f"must be a string or a number, not {type(value).__name__}")
+                report(
+                    f"customFields.{_key(key)}", f"must be a string or a number, not {type(value).__name__}"
+                )
     data_fields, derived_fields = _validate_fields(raw, report)
     if problems:
         return None, problems
@@ -273,30 +302,127 @@ def validate_meter(
 # --------------------------------------------------------------------------- loading
 
 
+class _Mapping(dict):  # type: ignore[type-arg]
+    """A parsed mapping that remembers keys the file gave more than once (refused, with their path)."""
+
+    duplicates: tuple[str, ...] = ()
+
+
+class _DefinitionError(Exception):
+    """A structural problem found while parsing (alias, anchor, merge key); the message is bounded."""
+
+
+def _mapping_from_pairs(pairs: Iterable[tuple[Any, Any]]) -> _Mapping:
+    result = _Mapping()
+    duplicates: list[str] = []
+    for key, value in pairs:
+        if key in result:
+            duplicates.append(_key(key))
+        result[key] = value
+    result.duplicates = tuple(duplicates)
+    return result
+
+
+def _yaml_load(text: str) -> Any:
+    """Parse YAML with the safe loader, refusing aliases, anchors and merge keys.
+
+    Aliases are how a few lines become gigabytes (a "billion laughs" document); definitions never
+    need them. Mappings come back as :class:`_Mapping`, so a key given twice is reported, not
+    silently dropped.
+    """
+    import yaml  # PyYAML ships with Airflow; imported only when a YAML file is read
+
+    class Loader(yaml.SafeLoader):
+        def compose_node(self, parent: Any, index: Any) -> Any:
+            event = self.peek_event()
+            if isinstance(event, yaml.AliasEvent) or getattr(event, "anchor", None) is not None:
+                mark = event.start_mark
+                raise _DefinitionError(
+                    f"YAML anchors and aliases (&, *) are not allowed in meter definitions "
+                    f"(line {mark.line + 1}, column {mark.column + 1})"
+                )
+            return super().compose_node(parent, index)
+
+        def construct_mapping(self, node: Any, deep: bool = False) -> Any:
+            if not isinstance(node, yaml.MappingNode):
+                return super().construct_mapping(node, deep=deep)
+            pairs = []
+            for key_node, value_node in node.value:
+                if key_node.tag == "tag:yaml.org,2002:merge":
+                    mark = key_node.start_mark
+                    raise _DefinitionError(
+                        f"YAML merge keys (<<) are not allowed in meter definitions (line {mark.line + 1})"
+                    )
+                key = self.construct_object(key_node, deep=deep)
+                try:
+                    hash(key)
+                except TypeError:
+                    mark = key_node.start_mark
+                    raise _DefinitionError(
+                        f"a mapping key must be a plain value (line {mark.line + 1})"
+                    ) from None
+                pairs.append((key, self.construct_object(value_node, deep=deep)))
+            return _mapping_from_pairs(pairs)
+
+    # mappings are built in one step (not the default two-step generator), so duplicates are seen
+    def mapping(loader: Any, node: Any) -> Any:
+        return loader.construct_mapping(node, deep=True)
+
+    Loader.add_constructor("tag:yaml.org,2002:map", mapping)
+    return yaml.load(text, Loader=Loader)  # noqa: S506 - a SafeLoader subclass
+
+
 def _read_file(path: Path, label: str) -> tuple[list[Any], list[DefinitionProblem]]:
-    """Parse one YAML/JSON file into its list of raw meters."""
+    """Parse one YAML/JSON file into its list of raw meters (bounded in size, depth and message)."""
     suffix = path.suffix.lower()
     if suffix not in DEFINITION_SUFFIXES:
         reason = f"unsupported file type (use {', '.join(DEFINITION_SUFFIXES)})"
         return [], [DefinitionProblem(label, None, None, reason)]
+    problem: str | None = None
+    content: Any = None
     try:
-        text = path.read_text(encoding="utf-8")
-        if suffix == ".json":
-            content = json.loads(text)
+        with path.open("rb") as handle:
+            data = handle.read(MAX_FILE_BYTES + 1)
+        if len(data) > MAX_FILE_BYTES:
+            problem = f"larger than {MAX_FILE_BYTES:,} bytes; split the definitions into several files"
         else:
-            import yaml  # PyYAML ships with Airflow; imported only when a YAML file is read
-
-            content = yaml.safe_load(text)
+            text = data.decode("utf-8")
+            if suffix == ".json":
+                content = json.loads(text, object_pairs_hook=_mapping_from_pairs)
+            else:
+                content = _yaml_load(text)
+    except RecursionError:
+        problem = "nested too deeply"
     except (OSError, UnicodeDecodeError, ValueError) as exc:
-        return [], [DefinitionProblem(label, None, None, f"cannot read: {exc}")]
+        problem = f"cannot read: {_cut(str(exc), 300)}"
+    except _DefinitionError as exc:
+        problem = str(exc)
     except Exception as exc:  # yaml.YAMLError and its subclasses carry the line and column
-        return [], [DefinitionProblem(label, None, None, f"invalid YAML: {exc}")]
+        problem = f"invalid YAML: {_cut(str(exc), 500)}"
+    if problem is not None:
+        return [], [DefinitionProblem(label, None, None, problem)]
     if isinstance(content, Mapping) and set(content) == {"meters"}:
+        for key in getattr(content, "duplicates", ()):
+            return [], [DefinitionProblem(label, None, key, "key given more than once")]
         content = content["meters"]
     if not isinstance(content, list):
         reason = "expected a list of meters or a mapping with a single 'meters' list"
         return [], [DefinitionProblem(label, None, None, reason)]
     return content, []
+
+
+def _duplicate_keys(value: Any, where: str, depth: int = 0) -> Iterator[str]:
+    """Paths (``dataFields[1].unit``) of keys given more than once anywhere inside ``value``."""
+    if depth > 50:
+        return
+    if isinstance(value, Mapping):
+        for key in getattr(value, "duplicates", ()):
+            yield f"{where}.{key}" if where else key
+        for key, item in value.items():
+            yield from _duplicate_keys(item, f"{where}.{_key(key)}" if where else _key(key), depth + 1)
+    elif isinstance(value, list):
+        for index, item in enumerate(value):
+            yield from _duplicate_keys(item, f"{where}[{index}]", depth + 1)
 
 
 def _expand(entry: str | os.PathLike[str], base_dir: Path) -> tuple[list[Path], str | None]:
@@ -359,7 +485,15 @@ def load_meter_definitions(
     first_seen: dict[str, str] = {}
     for raw, source, index in raw_meters:
         meter, meter_problems = validate_meter(raw, source, index)
-        problems += meter_problems
+        duplicates = [
+            DefinitionProblem(
+                source, _meter_label(raw, index), path, "key given more than once (which value?)"
+            )
+            for path in _duplicate_keys(raw, "")
+        ]
+        if duplicates:
+            meter = None
+        problems += duplicates + meter_problems
         code = raw.get("code") if isinstance(raw, Mapping) else None
         # Checked even for otherwise invalid meters, so fixing them reveals no new problem.
         if isinstance(code, str) and code in first_seen:
