@@ -21,10 +21,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-try:  # Airflow 3.2+: the task SDK owns these names
-    from airflow.sdk.exceptions import AirflowException, AirflowFailException
-except ImportError:  # pragma: no cover - Airflow 3.0 / 3.1
-    from airflow.exceptions import AirflowException, AirflowFailException  # type: ignore[no-redef]
+from airflow_provider_m3ter.compat import AirflowException, AirflowFailException, redact
 
 if TYPE_CHECKING:
     from airflow_provider_m3ter.client.errors import M3terError
@@ -42,14 +39,7 @@ __all__ = [
 
 def _redact(text: str) -> str:
     """Replace every secret the masker knows (API secret, tokens) with ``***``."""
-    try:  # the task SDK's masker: the one task logs go through
-        from airflow.sdk._shared.secrets_masker import redact
-    except ImportError:  # pragma: no cover - older Airflow keeps the masker elsewhere
-        try:
-            from airflow.utils.log.secrets_masker import redact  # type: ignore[no-redef]
-        except ImportError:
-            return text
-    return str(redact(text))
+    return redact(text)
 
 
 def describe_error(error: BaseException) -> str:

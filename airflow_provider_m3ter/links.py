@@ -14,10 +14,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
-try:  # Airflow 3
-    from airflow.sdk import BaseOperatorLink
-except ImportError:  # pragma: no cover - very old layouts
-    from airflow.models.baseoperatorlink import BaseOperatorLink  # type: ignore[no-redef]
+from airflow.sdk import BaseOperatorLink
 
 if TYPE_CHECKING:
     from airflow.sdk import BaseOperator
@@ -103,10 +100,7 @@ class M3terConsoleLink(BaseOperatorLink):
         :param operator: the operator the link belongs to.
         :param ti_key: the task instance whose XCom holds the URL.
         """
-        try:  # the configured XCom backend, as the task SDK resolves it
-            from airflow.sdk.execution_time.xcom import XCom
-        except ImportError:  # pragma: no cover - Airflow 3.0 layout
-            from airflow.models.xcom import XCom  # type: ignore[no-redef]
+        from airflow_provider_m3ter.compat import xcom_backend
 
-        value = XCom.get_value(ti_key=ti_key, key=CONSOLE_URL_XCOM_KEY)
+        value = xcom_backend().get_value(ti_key=ti_key, key=CONSOLE_URL_XCOM_KEY)
         return value if isinstance(value, str) else ""

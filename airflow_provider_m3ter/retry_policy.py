@@ -44,14 +44,7 @@ from collections.abc import Iterator
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
-try:  # Airflow 3.3+
-    from airflow.sdk.definitions.retry_policy import RetryDecision, RetryPolicy
-
-    RETRY_POLICY_SUPPORTED = True
-except ImportError:  # pragma: no cover - exercised only on Airflow < 3.3
-    RETRY_POLICY_SUPPORTED = False
-    RetryPolicy = object  # type: ignore[assignment,misc]
-    RetryDecision = None  # type: ignore[assignment,misc]
+from airflow_provider_m3ter.compat import RETRY_POLICY_SUPPORTED, RetryDecision, RetryPolicy
 
 if TYPE_CHECKING:
     from airflow.sdk.definitions.context import Context

@@ -41,8 +41,9 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from airflow.sdk import DAG, CronDataIntervalTimetable, task
+from airflow.sdk import DAG, task
 
+from airflow_provider_m3ter.compat import CronDataIntervalTimetable  # airflow.sdk has it from 3.2
 from airflow_provider_m3ter.operators.ingest import M3terIngestMeasurementsOperator
 from airflow_provider_m3ter.retry_policy import RETRY_POLICY_SUPPORTED, M3terRetryPolicy
 

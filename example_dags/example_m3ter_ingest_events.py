@@ -28,8 +28,9 @@ import os
 from datetime import datetime, timedelta
 from typing import Any
 
-from airflow.sdk import DAG, CronDataIntervalTimetable, task
+from airflow.sdk import DAG, task
 
+from airflow_provider_m3ter.compat import CronDataIntervalTimetable  # airflow.sdk has it from 3.2
 from airflow_provider_m3ter.operators.ingest import M3terIngestMeasurementsOperator
 from airflow_provider_m3ter.sensors.entity import M3terEntitySensor
 from airflow_provider_m3ter.sensors.events import M3terIngestEventsSensor

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from fastapi import FastAPI, Request
+from fastapi import APIRouter, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
@@ -52,20 +52,31 @@ def _fastapi(state: EmulatorState, title: str) -> FastAPI:
     return app
 
 
+CONFIG_ROUTERS = (
+    api_auth.router,
+    api_config.router,
+    api_jobs.router,
+    api_jobs.upload_router,
+    api_usage.router,
+    # One-host clients (the official SDK pointed at one base_url) post measurements to the Config host.
+    api_ingest.router,
+    api_admin.router,
+)
+INGEST_ROUTERS = (api_ingest.router,)
+
+
+def _gated(state: EmulatorState, title: str, api: str, routers: tuple[APIRouter, ...]) -> Gate:
+    app = _fastapi(state, title)
+    for router in routers:
+        app.include_router(router)
+    return Gate(app, state, api, routers)
+
+
 def create_apps(state: EmulatorState) -> tuple[Any, Any]:
     """The Config listener app and the Ingest listener app, both wrapped by :class:`Gate`.
 
     :param state: the state both listeners share.
     """
-    config = _fastapi(state, "m3ter emulator: Config API")
-    config.include_router(api_auth.router)
-    config.include_router(api_config.router)
-    config.include_router(api_jobs.router)
-    config.include_router(api_jobs.upload_router)
-    config.include_router(api_usage.router)
-    # One-host clients (the official SDK pointed at one base_url) post measurements to the Config host.
-    config.include_router(api_ingest.router)
-    config.include_router(api_admin.router)
-    ingest = _fastapi(state, "m3ter emulator: Ingest API")
-    ingest.include_router(api_ingest.router)
-    return Gate(config, state, "config"), Gate(ingest, state, "ingest")
+    config = _gated(state, "m3ter emulator: Config API", "config", CONFIG_ROUTERS)
+    ingest = _gated(state, "m3ter emulator: Ingest API", "ingest", INGEST_ROUTERS)
+    return config, ingest

@@ -4,10 +4,15 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import time
-from collections.abc import Awaitable, Callable, MutableMapping
+from collections.abc import Awaitable, Callable, MutableMapping, Sequence
 from typing import Any
 from urllib.parse import parse_qs
+
+from fastapi import APIRouter
+from fastapi.routing import APIRoute
+from starlette.routing import compile_path
 
 from airflow_provider_m3ter.emulator.connections import drop_connection
 from airflow_provider_m3ter.emulator.faults import ERROR_MESSAGES
@@ -44,20 +49,32 @@ async def send_json(
 class Gate:
     """Wraps one listener's FastAPI app with m3ter's cross-cutting behaviour.
 
+    The route table (which method and path template serves a request: the key of auth, faults,
+    limits and stats) is built from the routers the app includes, through their public ``routes``
+    and each route's ``path`` and ``methods``. It is never read back from the app: how an app keeps
+    included routers is FastAPI's internal business (FastAPI 0.165 keeps them as lazy wrappers
+    without paths), and an empty table would silently switch every check off.
+
     :param app: the FastAPI app of the listener.
     :param state: the shared emulator state.
     :param api: ``config`` or ``ingest``: which rate limits and fault target apply.
+    :param routers: the routers included in ``app``, in inclusion order (the first match wins, as in
+        the app).
+    :raises ValueError: when the routers declare no route.
     """
 
-    def __init__(self, app: Any, state: EmulatorState, api: str) -> None:
+    def __init__(self, app: Any, state: EmulatorState, api: str, routers: Sequence[APIRouter]) -> None:
         self.app = app
         self.state = state
         self.api = api
-        self.routes = [
-            (route.path_regex, route.methods or set(), route.path)
-            for route in app.routes
-            if hasattr(route, "path_regex") and hasattr(route, "methods")
+        self.routes: list[tuple[re.Pattern[str], frozenset[str], str]] = [
+            (compile_path(route.path)[0], frozenset(route.methods or ()), route.path)
+            for router in routers
+            for route in router.routes
+            if isinstance(route, APIRoute)
         ]
+        if not self.routes:
+            raise ValueError(f"emulator {api} listener: the routers declare no route to gate")
 
     def route_of(self, method: str, path: str) -> str | None:
         """The route template serving ``method path``, or None when nothing does.

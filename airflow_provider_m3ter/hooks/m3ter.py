@@ -10,18 +10,13 @@ boundary (:meth:`M3terHook.translate_errors`).
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from functools import cache
 from typing import TYPE_CHECKING, Any
-
-try:  # Airflow 3.1+
-    from airflow.sdk import BaseHook
-except ImportError:  # pragma: no cover - Airflow 3.0
-    from airflow.hooks.base import BaseHook  # type: ignore[no-redef,attr-defined]
 
 from airflow_provider_m3ter.client import ClientSettings, M3terClient
 from airflow_provider_m3ter.client.errors import M3terError
+from airflow_provider_m3ter.compat import BaseHook, mask_secret
 from airflow_provider_m3ter.connection_form import CONN_FIELDS, UI_FIELD_BEHAVIOUR
 from airflow_provider_m3ter.exceptions import describe_error, to_airflow_failure
 from airflow_provider_m3ter.hooks.settings import schema_kind, settings_from_connection
@@ -32,28 +27,12 @@ if TYPE_CHECKING:
 __all__ = ["M3terHook", "register_secret"]
 
 
-@cache
-def _masker() -> Callable[[str], None]:
-    """Airflow's ``mask_secret`` for this version (task SDK first, older homes after)."""
-    try:
-        from airflow.sdk.log import mask_secret
-
-        return mask_secret
-    except ImportError:  # pragma: no cover - Airflow 3.0
-        try:
-            from airflow.sdk.execution_time.secrets_masker import mask_secret  # type: ignore[no-redef]
-        except ImportError:
-            from airflow.utils.log.secrets_masker import mask_secret  # type: ignore[no-redef]
-        return mask_secret
-
-
 def register_secret(value: str) -> None:
     """Register a secret (API secret, access token, signed URL) so Airflow logs show ``***``.
 
     :param value: the secret; empty values are ignored.
     """
-    if value:
-        _masker()(value)
+    mask_secret(value)
 
 
 class M3terHook(BaseHook):

@@ -31,6 +31,7 @@ from airflow_provider_m3ter.client.file_upload import (
     request_upload_url,
 )
 from airflow_provider_m3ter.client.jobs import FILE_UPLOAD_JOB, CheckResult, check_job, evaluate_job
+from airflow_provider_m3ter.compat import AirflowException, AirflowFailException, mask_secret
 from airflow_provider_m3ter.exceptions import M3terCheckFailure, to_airflow_failure
 from airflow_provider_m3ter.links import M3terConsoleLink, console_url, persist_console_link
 from airflow_provider_m3ter.operators.mapping import RowMapping, SourceError
@@ -38,11 +39,6 @@ from airflow_provider_m3ter.operators.sources import FileSource
 from airflow_provider_m3ter.sensors.base import default_deferrable
 from airflow_provider_m3ter.triggers.base import error_from_dict
 from airflow_provider_m3ter.triggers.jobs import M3terFileUploadJobTrigger
-
-try:  # Airflow 3.2+
-    from airflow.sdk.exceptions import AirflowException, AirflowFailException
-except ImportError:  # pragma: no cover - Airflow 3.0 / 3.1
-    from airflow.exceptions import AirflowException, AirflowFailException  # type: ignore[no-redef]
 
 if TYPE_CHECKING:
     from airflow.sdk import Context
@@ -395,10 +391,6 @@ def _summary(file_name: str, scan: FileScan) -> dict[str, Any]:
 
 def _mask(*secrets: str) -> None:
     """Register the signed URL and its headers with Airflow's log masker."""
-    try:
-        from airflow.sdk.log import mask_secret
-    except ImportError:  # pragma: no cover - Airflow 3.0
-        from airflow.sdk.execution_time.secrets_masker import mask_secret  # type: ignore[no-redef]
     for secret in secrets:
         # short header values (a content type) would mask ordinary words in every log line
         if secret and len(secret) >= 16:

@@ -16,15 +16,11 @@ from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-try:  # Airflow 3.2+
-    from airflow.sdk.exceptions import AirflowFailException
-except ImportError:  # pragma: no cover - Airflow 3.0 / 3.1
-    from airflow.exceptions import AirflowFailException  # type: ignore[no-redef]
-
 from airflow.sdk import BaseOperator
 
 from airflow_provider_m3ter.client.ingest import IngestRun
 from airflow_provider_m3ter.client.ingest_progress import InvalidMeasurementsError
+from airflow_provider_m3ter.compat import AirflowFailException
 from airflow_provider_m3ter.operators.mapping import RowMapping, SourceError
 from airflow_provider_m3ter.operators.sources import (
     FILE_FORMATS,

@@ -7,14 +7,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-try:  # Airflow 3.1+
-    from airflow.sdk import BaseOperator
-except ImportError:  # pragma: no cover - Airflow 3.0
-    from airflow.models import BaseOperator  # type: ignore[no-redef,attr-defined]
-try:  # Airflow 3.2+
-    from airflow.sdk.exceptions import AirflowFailException
-except ImportError:  # pragma: no cover - Airflow 3.0 / 3.1
-    from airflow.exceptions import AirflowFailException  # type: ignore[no-redef]
+from airflow.sdk import BaseOperator
 
 from airflow_provider_m3ter.client.meter_apply import apply_meter_plan
 from airflow_provider_m3ter.client.meter_definitions import (
@@ -23,6 +16,7 @@ from airflow_provider_m3ter.client.meter_definitions import (
     load_meter_definitions,
 )
 from airflow_provider_m3ter.client.meter_sync import BLOCKED, plan_meter_sync
+from airflow_provider_m3ter.compat import AirflowFailException
 from airflow_provider_m3ter.hooks.m3ter import M3terHook
 
 if TYPE_CHECKING:

@@ -162,7 +162,9 @@ class FileSource:
             raise SourceError(f"source file not found: {self.name}") from None
         except OSError as exc:
             raise SourceError(f"cannot open source file {self.name}: {exc}") from None
-        if not hasattr(handle, "peek"):
+        # Airflow 3.0's object-storage file wrapper forwards peek but is not iterable (its class
+        # has no __iter__): such handles are read through a buffer of our own too
+        if not hasattr(handle, "peek") or not hasattr(type(handle), "__iter__"):
             handle = io.BufferedReader(_ReadAdapter(handle), buffer_size=_CHUNK)
         if handle.peek(2)[:2] == _GZIP_MAGIC or self.name.endswith(".gz"):
             handle = gzip.GzipFile(fileobj=handle, mode="rb")  # type: ignore[assignment]
@@ -356,10 +358,8 @@ class SqlSource:
         self.name = f"sql ({conn_id})"
 
     def _hook(self) -> Any:
-        try:
-            from airflow.sdk import BaseHook
-        except ImportError:  # pragma: no cover - Airflow < 3.1
-            from airflow.hooks.base import BaseHook  # type: ignore[no-redef,attr-defined]
+        from airflow_provider_m3ter.compat import BaseHook
+
         hook = BaseHook.get_connection(self.conn_id).get_hook()
         if not hasattr(hook, "get_conn"):
             kind = type(hook).__name__

@@ -25,24 +25,16 @@ from typing import TYPE_CHECKING, Any, ClassVar
 from airflow.sdk import BaseSensorOperator, PokeReturnValue
 
 from airflow_provider_m3ter.client.jobs import CheckResult
+from airflow_provider_m3ter.compat import (
+    AirflowException,
+    AirflowFailException,
+    AirflowSensorTimeout,
+    AirflowSkipException,
+    airflow_conf,
+)
 from airflow_provider_m3ter.exceptions import M3terCheckFailure, M3terTransientFailure, to_airflow_failure
 from airflow_provider_m3ter.links import M3terConsoleLink, console_url, persist_console_link
 from airflow_provider_m3ter.triggers.base import error_from_dict
-
-try:  # Airflow 3.2+
-    from airflow.sdk.exceptions import (
-        AirflowException,
-        AirflowFailException,
-        AirflowSensorTimeout,
-        AirflowSkipException,
-    )
-except ImportError:  # pragma: no cover - Airflow 3.0 / 3.1
-    from airflow.exceptions import (  # type: ignore[no-redef]
-        AirflowException,
-        AirflowFailException,
-        AirflowSensorTimeout,
-        AirflowSkipException,
-    )
 
 if TYPE_CHECKING:
     from airflow.sdk import Context
@@ -58,11 +50,7 @@ _DEFER_TIMEOUT_GRACE = 120.0
 
 def default_deferrable() -> bool:
     """``[operators] default_deferrable`` from the Airflow configuration (False when unset)."""
-    try:
-        from airflow.sdk.configuration import conf
-    except ImportError:  # pragma: no cover - Airflow 3.0
-        from airflow.configuration import conf  # type: ignore[no-redef]
-    return conf.getboolean("operators", "default_deferrable", fallback=False)
+    return airflow_conf.getboolean("operators", "default_deferrable", fallback=False)
 
 
 class M3terBaseSensor(BaseSensorOperator):

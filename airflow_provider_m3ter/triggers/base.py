@@ -27,6 +27,7 @@ from airflow.triggers.base import BaseTrigger, TriggerEvent
 
 from airflow_provider_m3ter.client import errors as client_errors
 from airflow_provider_m3ter.client.jobs import CheckResult
+from airflow_provider_m3ter.compat import aget_connection, mask_secret
 
 __all__ = ["M3terPollingTrigger", "error_from_dict", "error_to_dict", "get_connection_async"]
 
@@ -69,13 +70,7 @@ async def get_connection_async(conn_id: str) -> Any:
 
     :param conn_id: the connection id.
     """
-    try:
-        from airflow.providers.common.compat.connection import get_async_connection
-    except ImportError:  # pragma: no cover - an older common-compat provider
-        from airflow.sdk import BaseHook
-
-        return await BaseHook.aget_connection(conn_id)
-    return await get_async_connection(conn_id)
+    return await aget_connection(conn_id)
 
 
 class M3terPollingTrigger(BaseTrigger):
@@ -172,8 +167,4 @@ class M3terPollingTrigger(BaseTrigger):
 
 def _mask_secret(secret: str) -> None:
     """Register a new access token with Airflow's log masker."""
-    try:
-        from airflow.sdk.log import mask_secret
-    except ImportError:  # pragma: no cover - Airflow 3.0
-        from airflow.sdk.execution_time.secrets_masker import mask_secret  # type: ignore[no-redef]
     mask_secret(secret)

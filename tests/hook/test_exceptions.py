@@ -5,7 +5,6 @@ from __future__ import annotations
 import pickle
 
 import pytest
-from airflow.sdk.exceptions import AirflowException, AirflowFailException
 
 from airflow_provider_m3ter.client.errors import (
     M3terConfigurationError,
@@ -14,6 +13,7 @@ from airflow_provider_m3ter.client.errors import (
     M3terTransientError,
     error_for_status,
 )
+from airflow_provider_m3ter.compat import AirflowException, AirflowFailException
 from airflow_provider_m3ter.exceptions import (
     M3terFinalFailure,
     M3terTransientFailure,
@@ -63,7 +63,7 @@ def test_message_names_status_method_path_and_m3ters_message() -> None:
 
 
 def test_messages_are_masked() -> None:
-    from airflow.sdk.log import mask_secret
+    from airflow_provider_m3ter.compat import mask_secret
 
     mask_secret("exceptions-test-token-abcdef")
     failure = to_airflow_failure(error_for_status(400, "POST", PATH, "echo exceptions-test-token-abcdef"))

@@ -9,7 +9,6 @@ from typing import Any
 
 import pytest
 import requests
-from airflow.sdk.exceptions import AirflowException, AirflowFailException
 
 from airflow_provider_m3ter.client.errors import (
     M3terConfigurationError,
@@ -17,6 +16,7 @@ from airflow_provider_m3ter.client.errors import (
     M3terPayloadTooLargeError,
     M3terTransientError,
 )
+from airflow_provider_m3ter.compat import AirflowException, AirflowFailException
 from airflow_provider_m3ter.exceptions import M3terFinalFailure, M3terTransientFailure
 from airflow_provider_m3ter.hooks import m3ter as hook_module
 from airflow_provider_m3ter.hooks.m3ter import M3terHook
@@ -59,12 +59,12 @@ def test_calls_work_with_a_connection_from_the_environment(
 def test_secret_and_every_token_are_registered_with_the_masker(
     monkeypatch: pytest.MonkeyPatch, m3ter_emulator: Any
 ) -> None:
-    from airflow.sdk.log import redact
+    from airflow_provider_m3ter.compat import redact
 
     _use(monkeypatch, m3ter_emulator)
     registered: list[str] = []
-    real = hook_module._masker()
-    monkeypatch.setattr(hook_module, "_masker", lambda: lambda value: (registered.append(value), real(value)))
+    real = hook_module.mask_secret
+    monkeypatch.setattr(hook_module, "mask_secret", lambda value: (registered.append(value), real(value)))
     sent: list[str] = []
     session = requests.Session()
     session.hooks["response"].append(

@@ -236,8 +236,7 @@ def test_breaks_configuration_names_meter_field_and_aggregation(client: M3terCli
     assert "tier_count" not in text  # only the aggregations that target the removed field
 
     # Through the hook's boundary it is a final task failure with the same message.
-    from airflow.sdk.exceptions import AirflowFailException
-
+    from airflow_provider_m3ter.compat import AirflowFailException
     from airflow_provider_m3ter.exceptions import to_airflow_failure
 
     failure = to_airflow_failure(error)

@@ -13,9 +13,9 @@ import json
 import time
 
 import pytest
-from airflow.sdk.exceptions import AirflowException, AirflowFailException, TaskDeferred
 
 from airflow_provider_m3ter.client.encoding import derive_uid
+from airflow_provider_m3ter.compat import AirflowException, AirflowFailException, TaskDeferred
 from airflow_provider_m3ter.exceptions import M3terCheckFailure
 from airflow_provider_m3ter.operators.file_upload import UPLOAD_STATE_KEY, M3terFileUploadOperator
 from airflow_provider_m3ter.triggers.jobs import M3terFileUploadJobTrigger

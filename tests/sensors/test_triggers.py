@@ -8,10 +8,10 @@ import json
 import time
 
 import pytest
-from airflow.sdk.exceptions import AirflowSensorTimeout
 
 from airflow_provider_m3ter.client import errors as client_errors
 from airflow_provider_m3ter.client.core import M3terClient
+from airflow_provider_m3ter.compat import AirflowSensorTimeout
 from airflow_provider_m3ter.exceptions import M3terCheckFailure, M3terFinalFailure, to_airflow_failure
 from airflow_provider_m3ter.sensors.jobs import M3terBillJobSensor
 from airflow_provider_m3ter.triggers.base import error_from_dict, error_to_dict
