@@ -7,7 +7,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test lint typecheck check bench clean
+.PHONY: run test lint typecheck check bench clean deploy-test ui-test e2e
 
 $(STAMP): pyproject.toml Makefile
 	$(PYTHON) -m venv $(VENV)
@@ -20,6 +20,23 @@ run: $(STAMP)
 
 test: $(STAMP)
 	$(BIN)/python -m pytest
+
+# The provider as users run it: the wheel in a fresh venv (the README's install line) under a real
+# api-server, scheduler, dag-processor and triggerer, every example through the REST API.
+deploy-test: $(STAMP)
+	$(BIN)/python -m pytest -p no:cacheprovider deployment/test_1_deployment.py
+
+# The UI in Debian's chromium driven by playwright (never downloads a browser).
+ui-test: $(STAMP) $(VENV)/.playwright
+	$(BIN)/python -m pytest -p no:cacheprovider deployment/test_2_browser.py
+
+# Both on one deployment (what .ci/run calls).
+e2e: $(STAMP) $(VENV)/.playwright
+	$(BIN)/python -m pytest -p no:cacheprovider deployment
+
+$(VENV)/.playwright: $(STAMP)
+	$(BIN)/python -m pip install --quiet "playwright>=1.40"
+	touch $@
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

@@ -7,12 +7,17 @@ URL with :func:`console_url` and stores it with :func:`persist_console_link`; th
 The Console's URL layout is not part of m3ter's documented API, so the paths built by
 :func:`console_url` are a best effort: the organization part (``/org/{org_id}``) is the stable
 anchor, and an unknown ``kind`` falls back to the organization's home page.
+
+Where the link points follows the connection (:func:`console_base_for`): m3ter's hosts link to
+``https://console.m3ter.com``; a connection to this machine (the local emulator) links to the
+emulator's own page under ``/_emulator/console``; any other host (a proxy) gets no link, because
+its Console is unknown.
 """
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
-from urllib.parse import quote
+from urllib.parse import quote, urlsplit
 
 from airflow.sdk import BaseOperatorLink
 
@@ -24,7 +29,9 @@ __all__ = [
     "CONSOLE_BASE_URL",
     "CONSOLE_URL_XCOM_KEY",
     "M3terConsoleLink",
+    "console_base_for",
     "console_url",
+    "link_task_to_console",
     "persist_console_link",
 ]
 
@@ -45,6 +52,51 @@ _KIND_PATHS: dict[str, str] = {
     "dataexport": "data/exports",
     "event": "events",
 }
+
+EMULATOR_CONSOLE_PATH = "/_emulator/console"
+
+
+def console_base_for(config_url: str) -> str | None:
+    """The Console root for a connection's Config API URL, or ``None`` when there is none to link.
+
+    :param config_url: the connection's Config API URL (``ClientSettings.config_url``).
+    :return: ``https://console.m3ter.com`` for m3ter's hosts (``*.m3ter.com``),
+        ``<config_url>/_emulator/console`` for a host on this machine (the local emulator), else None.
+    """
+    from airflow_provider_m3ter.client.settings import is_loopback_host
+
+    parts = urlsplit(config_url)
+    host = (parts.hostname or "").rstrip(".").lower()
+    if host == "m3ter.com" or host.endswith(".m3ter.com"):
+        return CONSOLE_BASE_URL
+    if host and is_loopback_host(host):
+        return config_url.rstrip("/") + EMULATOR_CONSOLE_PATH
+    return None
+
+
+def link_task_to_console(
+    context: Any, settings: Any, kind: str | None = None, id: str | None = None, *, log: Any = None
+) -> str | None:
+    """Store the Console link of a task's target for :class:`M3terConsoleLink`; never raises.
+
+    :param context: the task's Airflow context.
+    :param settings: the connection's ``ClientSettings`` (``org_id``, ``config_url``).
+    :param kind: the entity kind, see :func:`console_url`.
+    :param id: the entity id, when known.
+    :param log: a logger for the reason a link could not be stored.
+    :return: the stored URL, or None when the connection has no Console to link to.
+    """
+    try:
+        base = console_base_for(settings.config_url)
+        if base is None:
+            return None
+        url = console_url(settings.org_id, kind, id, base_url=base)
+        persist_console_link(context, url)
+        return url
+    except Exception as exc:  # a link is a convenience: never fail a task for it
+        if log is not None:
+            log.debug("no m3ter Console link: %s", exc)
+        return None
 
 
 def console_url(

@@ -9,9 +9,16 @@ arrives:
   interval's data transfer, and ``ingest_data_transfer`` selects the interval's rows with a SQL
   query and maps columns to measurement fields.
 
-Both ingest tasks choose their data with the templated data interval (``{{ data_interval_start }}``
-and ``{{ data_interval_end }}``), so a rerun of a day sends the same rows with the same uids and
-m3ter de-duplicates them.
+Both ingest tasks choose their data with the run's usage window (the ``usage_start``,
+``usage_end`` and ``usage_day`` template macros below), so a rerun of a day sends the same rows
+with the same uids and m3ter de-duplicates them.
+
+The usage window is the run's data interval. A manual run without a logical date (Airflow 3's
+default for ``airflow dags trigger`` and the UI's Trigger button) has no data interval: it loads
+the last complete day before it was triggered (``[D-1 00:00, D 00:00)`` UTC with ``D 00:00`` at or
+before the run's ``run_after``). To load another day, trigger with a logical date, e.g.
+``airflow dags trigger --logical-date 2024-05-02T00:00:00+00:00 example_m3ter_ingest`` loads
+2024-05-01.
 
 Connections (environment variables shown; the Airflow UI works as well):
 
@@ -20,7 +27,8 @@ Connections (environment variables shown; the Airflow UI works as well):
     AIRFLOW_CONN_M3TER_DEFAULT='{"conn_type": "m3ter", "host": "https://api.m3ter.com",
       "login": "<Access Key ID>", "password": "<API Secret>", "extra": {"org_id": "<Organization ID>"}}'
 
-* ``usage_db``, any database with a ``DbApiHook`` (SQLite here)::
+* ``usage_db``, any database with a ``DbApiHook`` (SQLite here: install the provider with
+  ``pip install "airflow-provider-m3ter[examples]"``, which adds ``apache-airflow-providers-sqlite``)::
 
     AIRFLOW_CONN_USAGE_DB='{"conn_type": "sqlite", "host": "/path/to/usage.db"}'
 
@@ -37,7 +45,7 @@ import gzip
 import json
 import os
 import tempfile
-from datetime import datetime, timedelta
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
@@ -53,8 +61,36 @@ os.environ.setdefault(
 )
 
 CUSTOMERS = ("acme", "globex", "initech")
+DAY_STARTS_AT_HOUR = 0  # UTC; the schedule below runs at this hour
 REGIONS = ("eu-west-1", "us-east-1")
 ENDPOINTS = ("/v1/search", "/v1/export")
+
+
+def usage_window(dag_run: Any) -> tuple[datetime, datetime]:
+    """The run's data interval; for a run without one, the last complete day before ``run_after``."""
+    start, end = dag_run.data_interval_start, dag_run.data_interval_end
+    if start is not None and end is not None:
+        return start, end
+    after = dag_run.run_after.astimezone(timezone.utc)
+    end = after.replace(hour=DAY_STARTS_AT_HOUR, minute=0, second=0, microsecond=0)
+    if end > after:
+        end -= timedelta(days=1)
+    return end - timedelta(days=1), end
+
+
+def usage_start(dag_run: Any) -> str:
+    """Template macro: the usage window's start as ``YYYY-MM-DDTHH:MM:SSZ``."""
+    return _iso(usage_window(dag_run)[0])
+
+
+def usage_end(dag_run: Any) -> str:
+    """Template macro: the usage window's end as ``YYYY-MM-DDTHH:MM:SSZ``."""
+    return _iso(usage_window(dag_run)[1])
+
+
+def usage_day(dag_run: Any) -> str:
+    """Template macro: the usage window's first day as ``YYYY-MM-DD`` (names the export file)."""
+    return usage_window(dag_run)[0].strftime("%Y-%m-%d")
 
 
 def _hours(start: datetime, end: datetime) -> list[datetime]:
@@ -67,9 +103,10 @@ def _iso(moment: datetime) -> str:
 
 
 @task
-def export_api_usage(data_interval_start: Any = None, data_interval_end: Any = None) -> str:
-    """Write the interval's API usage as gzip JSON Lines (stands in for an upstream export)."""
-    path = Path(DATA_DIR) / f"api-usage-{data_interval_start:%Y-%m-%d}.jsonl.gz"
+def export_api_usage(dag_run: Any = None) -> str:
+    """Write the window's API usage as gzip JSON Lines (stands in for an upstream export)."""
+    data_interval_start, data_interval_end = usage_window(dag_run)
+    path = Path(DATA_DIR) / f"api-usage-{usage_day(dag_run)}.jsonl.gz"
     path.parent.mkdir(parents=True, exist_ok=True)
     partial = path.with_suffix(".partial")
     with gzip.open(partial, "wt", encoding="utf-8") as out:
@@ -94,15 +131,25 @@ def export_api_usage(data_interval_start: Any = None, data_interval_end: Any = N
 
 
 @task
-def prepare_usage_db(data_interval_start: Any = None, data_interval_end: Any = None) -> int:
-    """Fill the ``data_transfer`` table with the interval's rows (stands in for an application DB).
+def prepare_usage_db(dag_run: Any = None) -> int:
+    """Fill the ``data_transfer`` table with the window's rows (stands in for an application DB).
 
     The columns match the ``data_transfer`` meter of ``meters/api.yaml``: bytes (MEASURE),
     region (WHERE) and direction (WHAT).
     """
     from airflow.sdk import BaseHook
 
-    hook = BaseHook.get_connection("usage_db").get_hook()
+    data_interval_start, data_interval_end = usage_window(dag_run)
+    connection = BaseHook.get_connection("usage_db")
+    if connection.conn_type == "sqlite":
+        try:
+            import airflow.providers.sqlite  # noqa: F401
+        except ImportError:
+            raise RuntimeError(
+                "usage_db is a SQLite connection but apache-airflow-providers-sqlite is not installed: "
+                'pip install "airflow-provider-m3ter[examples]" (or point usage_db at your own database)'
+            ) from None
+    hook = connection.get_hook()
     Path(DATA_DIR).mkdir(parents=True, exist_ok=True)
     rows = [
         (customer, _iso(hour), 250_000_000 * (hour.hour + 1) * (index + 1), REGIONS[hour.hour % 2], "egress")
@@ -140,11 +187,12 @@ with DAG(
     catchup=False,
     max_active_runs=1,
     default_args=default_args,
+    user_defined_macros={"usage_start": usage_start, "usage_end": usage_end, "usage_day": usage_day},
     tags=["m3ter", "example"],
 ):
     ingest_api_usage = M3terIngestMeasurementsOperator(
         task_id="ingest_api_usage",
-        source_path=DATA_DIR + "/api-usage-{{ data_interval_start.strftime('%Y-%m-%d') }}.jsonl.gz",
+        source_path=DATA_DIR + "/api-usage-{{ usage_day(dag_run) }}.jsonl.gz",
         # an external export may carry bad rows: send the good ones, keep the rest as dead letters
         on_invalid="skip",
     )
@@ -155,10 +203,7 @@ with DAG(
             " WHERE event_time >= ? AND event_time < ? ORDER BY event_time, customer"
         ),
         sql_conn_id="usage_db",
-        sql_parameters=[
-            "{{ data_interval_start.strftime('%Y-%m-%dT%H:%M:%SZ') }}",
-            "{{ data_interval_end.strftime('%Y-%m-%dT%H:%M:%SZ') }}",
-        ],
+        sql_parameters=["{{ usage_start(dag_run) }}", "{{ usage_end(dag_run) }}"],
         mapping={
             "customer": "account",
             "event_time": "ts",

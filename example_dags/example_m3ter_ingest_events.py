@@ -6,9 +6,15 @@ afterwards: a misspelt field or an unknown meter does not fail the ingest call, 
 
 1. ``api_calls_meter_ready`` waits until the ``api_calls`` meter exists with the fields the usage
    carries (``example_m3ter_meters`` creates it), so a first run cannot race the meter's creation;
-2. ``ingest_api_calls`` sends the data interval's usage (``M3terIngestMeasurementsOperator``);
+2. ``ingest_api_calls`` sends the data interval's usage (``M3terIngestMeasurementsOperator``); a
+   manual run without a logical date (Airflow 3's default) has no data interval and sends the last
+   complete day before it was triggered (``[D-1 01:00, D 01:00)`` UTC, ``D 01:00`` at or before the
+   run's ``run_after``);
 3. ``check_ingest_events`` waits a settle period, then fails the run if any of this run's
-   measurements were rejected, with counts by failure type and the first examples.
+   measurements were rejected, with counts by failure type and the first examples. A rerun of a
+   day resends the same measurements with the same uids; m3ter ingests them once and reports the
+   resends as ``DuplicateUid``, which the check does not count as failures (a uid resent with
+   different content still fails it).
 
 The sensors are deferrable: while they wait they hold no worker slot. Waits are m3ter-friendly by
 default (``M3TER_EXAMPLE_POLL_SECONDS`` = 30, ``M3TER_EXAMPLE_SETTLE_SECONDS`` = 120); a local
@@ -25,7 +31,7 @@ Nothing here touches the network while the DAG is parsed.
 from __future__ import annotations
 
 import os
-from datetime import datetime, timedelta
+from datetime import datetime, timedelta, timezone
 from typing import Any
 
 from airflow.sdk import DAG, task
@@ -38,13 +44,26 @@ from airflow_provider_m3ter.sensors.events import M3terIngestEventsSensor
 POLL_SECONDS = float(os.environ.get("M3TER_EXAMPLE_POLL_SECONDS", "30"))
 SETTLE_SECONDS = float(os.environ.get("M3TER_EXAMPLE_SETTLE_SECONDS", "120"))
 CUSTOMERS = {"acme": "eu-west-1", "globex": "us-east-1", "initech": "eu-west-1"}
+DAY_STARTS_AT_HOUR = 1  # UTC; the schedule below runs at this hour
+
+
+def usage_window(dag_run: Any) -> tuple[datetime, datetime]:
+    """The run's data interval; for a run without one, the last complete day before ``run_after``."""
+    start, end = dag_run.data_interval_start, dag_run.data_interval_end
+    if start is not None and end is not None:
+        return start, end
+    after = dag_run.run_after.astimezone(timezone.utc)
+    end = after.replace(hour=DAY_STARTS_AT_HOUR, minute=0, second=0, microsecond=0)
+    if end > after:
+        end -= timedelta(days=1)
+    return end - timedelta(days=1), end
 
 
 @task
-def api_usage(data_interval_start: Any = None, data_interval_end: Any = None) -> list[dict[str, Any]]:
-    """The interval's API usage, one measurement per customer and 6 hours (stands in for a query)."""
+def api_usage(dag_run: Any = None) -> list[dict[str, Any]]:
+    """The window's API usage, one measurement per customer and 6 hours (stands in for a query)."""
     usage = []
-    moment = data_interval_start
+    moment, data_interval_end = usage_window(dag_run)
     while moment < data_interval_end:
         for index, (customer, region) in enumerate(CUSTOMERS.items()):
             usage.append(

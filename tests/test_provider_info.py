@@ -95,7 +95,9 @@ def test_providers_manager_reads_the_form_from_provider_info() -> None:
     for name, spec in CONN_FIELDS.items():
         field = widgets[f"extra__m3ter__{name}"].field
         assert field["schema"]["title"] == spec["label"]
-        assert field["value"] == spec["schema"].get("default")
+        # nothing is pre-filled as a value: the form would store it (issue 11, item 4)
+        assert field["value"] is None, name
+        assert "default" not in field["schema"], name
     # the hook method (used by older Airflow) says what provider info says
     assert pm.field_behaviours["m3ter"] == _ensure_prefix_for_placeholders(
         M3terHook.get_ui_field_behaviour(), "m3ter"
@@ -174,4 +176,12 @@ def test_form_widgets_agree_with_conn_fields(monkeypatch: pytest.MonkeyPatch) ->
         assert str(widget.args[0]) == spec["label"], name
         assert widget.kwargs.get("description", "") == spec.get("description", ""), name
         if kind == "boolean":
-            assert widget.kwargs["default"] == spec["schema"]["default"], name
+            assert widget.kwargs.get("default") is None, name
+
+
+def test_no_form_field_carries_a_default_value() -> None:
+    """Issue 11, item 4: a JSON-schema default becomes a stored value; defaults live in descriptions."""
+    for name, spec in CONN_FIELDS.items():
+        assert "default" not in spec["schema"], name
+    assert CONN_FIELDS["ingest_url"]["schema"]["examples"] == ["https://ingest.m3ter.com"]
+    assert UI_FIELD_BEHAVIOUR["placeholders"]["ingest_url"] == "https://ingest.m3ter.com"

@@ -5,6 +5,15 @@ an ``ingest.validation.failure`` event. :func:`check_ingest_events` reads those 
 window and :func:`evaluate_ingest_events` turns them into a
 :class:`~airflow_provider_m3ter.client.jobs.CheckResult`, like the other checks. Plain Python (no
 Airflow import).
+
+A rerun resends measurements m3ter already holds, under the same uids; m3ter ingests each uid once
+and reports every resend as a ``DuplicateUid`` failure. Such a resend is not a failure when its
+content is provably the content its uid stands for: the provider derives a uid from the
+measurement's content (:func:`~airflow_provider_m3ter.client.encoding.derive_uid`), so when the
+event carries the measurement and hashing it in one of the load's uid namespaces gives the event's
+uid, the stored measurement (which has that uid) has the same content. Such resends are counted
+apart (``resends``). A ``DuplicateUid`` that cannot be proven a resend (a uid of your own, a uid
+derived from other content, an event without the measurement) stays a failure.
 """
 
 from __future__ import annotations
@@ -15,17 +24,21 @@ from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime, timezone
 from typing import Any, Literal
 
+from airflow_provider_m3ter.client.encoding import UidDeriver
 from airflow_provider_m3ter.client.jobs import CheckResult
 
 __all__ = [
+    "DUPLICATE_UID",
     "INGEST_VALIDATION_FAILURE",
     "check_ingest_events",
     "evaluate_ingest_events",
+    "is_proven_resend",
     "parse_time",
     "summarize_validation_failure",
 ]
 
 INGEST_VALIDATION_FAILURE = "ingest.validation.failure"
+DUPLICATE_UID = "DuplicateUid"
 _TYPE_KEYS = ("failureType", "errorType", "validationType", "failureReason", "reason", "type", "errorCode")
 _UID_KEYS = ("uid",)
 _OLDER_EVENTS_TO_STOP = 100
@@ -107,6 +120,24 @@ def _find_first_mapping(data: Any, key: str, depth: int = 0) -> Mapping[str, Any
     return None
 
 
+def is_proven_resend(event: Mapping[str, Any], summary: Mapping[str, Any], namespaces: Sequence[str]) -> bool:
+    """Whether a ``DuplicateUid`` failure is a resend of the very content its uid was derived from.
+
+    :param event: the ``ingest.validation.failure`` event.
+    :param summary: its :func:`summarize_validation_failure`.
+    :param namespaces: the uid namespaces of the loads that may have sent it.
+    :return: True only for a DuplicateUid whose event carries the measurement and whose uid equals
+        that measurement's derived uid in one of ``namespaces``.
+    """
+    if summary.get("failureType") != DUPLICATE_UID or not namespaces:
+        return False
+    uid = summary.get("uid")
+    measurement = _find_first_mapping(event.get("m3terEvent") or {}, "measurement")
+    if not isinstance(uid, str) or measurement is None or measurement.get("uid") not in (None, uid):
+        return False
+    return any(UidDeriver(namespace).uid(dict(measurement)) == uid for namespace in namespaces)
+
+
 def _describe_failure(failure: Mapping[str, Any]) -> str:
     """``MissingField (uid u1, meter m, account a): message`` for one failure summary."""
     where = ", ".join(f"{key} {failure[key]}" for key in ("uid", "meter", "account") if failure.get(key))
@@ -125,6 +156,7 @@ def evaluate_ingest_events(
     max_examples: int = 5,
     scanned: int = 0,
     since: float | None = None,
+    resends: int = 0,
 ) -> CheckResult:
     """Turn the failures seen so far into a result.
 
@@ -139,6 +171,7 @@ def evaluate_ingest_events(
     :param max_examples: how many failures to keep as examples.
     :param scanned: how many events were read (for the report).
     :param since: start of the window, epoch seconds (for the report).
+    :param resends: proven resends of already ingested measurements seen (reported, never failures).
     """
     if on_failure not in ("fail", "warn"):
         raise ValueError(f"on_failure must be 'fail' or 'warn', got {on_failure!r}")
@@ -150,6 +183,7 @@ def evaluate_ingest_events(
         "events_scanned": scanned,
         "since": datetime.fromtimestamp(since, tz=timezone.utc).isoformat() if since is not None else None,
         "settled": now >= settle_until,
+        "resends": resends,
     }
     counts = ", ".join(f"{name}: {count}" for name, count in detail["by_type"].items())
     if detail["examples"]:
@@ -163,6 +197,13 @@ def evaluate_ingest_events(
     if failures:
         return CheckResult(
             "succeeded", f"{len(failures)} measurement(s) failed m3ter validation ({counts})", detail
+        )
+    if resends:
+        return CheckResult(
+            "succeeded",
+            f"no ingest validation failures ({resends} resent measurement(s) m3ter already had, "
+            "de-duplicated by uid)",
+            detail,
         )
     return CheckResult("succeeded", "no ingest validation failures", detail)
 
@@ -178,6 +219,7 @@ def check_ingest_events(
     include_actioned: bool = True,
     max_events: int = 10_000,
     now: float | None = None,
+    uid_namespaces: Sequence[str] | None = None,
 ) -> CheckResult:
     """Read ``ingest.validation.failure`` events since a time and evaluate them.
 
@@ -193,6 +235,8 @@ def check_ingest_events(
     :param include_actioned: also count events someone already marked as actioned.
     :param max_events: upper bound on events read per check.
     :param now: current time (epoch seconds); defaults to the wall clock after reading.
+    :param uid_namespaces: uid namespaces of the loads checked; a ``DuplicateUid`` proven to be a
+        resend in one of them (see :func:`is_proven_resend`) is counted as a resend, not a failure.
     """
     since_ts = parse_time(since)
     wanted = {str(uid) for uid in uids} if uids else None
@@ -200,7 +244,8 @@ def check_ingest_events(
     if include_actioned:
         params["includeActioned"] = "true"
     failures: list[dict[str, Any]] = []
-    scanned = older_in_a_row = 0
+    namespaces = list(uid_namespaces or ())
+    scanned = older_in_a_row = resends = 0
     for event in client.paginate("events", params=params, page_size=100):
         scanned += 1
         try:
@@ -211,7 +256,10 @@ def check_ingest_events(
         if recent and event.get("eventName", INGEST_VALIDATION_FAILURE) == INGEST_VALIDATION_FAILURE:
             summary = summarize_validation_failure(event)
             if wanted is None or summary.get("uid") in wanted:
-                failures.append(summary)
+                if is_proven_resend(event, summary, namespaces):
+                    resends += 1
+                else:
+                    failures.append(summary)
         # newest first: a full page of older events means the window is behind us
         if older_in_a_row >= _OLDER_EVENTS_TO_STOP or scanned >= max_events:
             break
@@ -224,4 +272,5 @@ def check_ingest_events(
         max_examples=max_examples,
         scanned=scanned,
         since=since_ts,
+        resends=resends,
     )

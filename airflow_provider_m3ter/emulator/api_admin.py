@@ -258,3 +258,48 @@ def save_snapshot(data: dict[str, Any], path: Path) -> int:
     partial.write_text(text, encoding="utf-8")
     partial.replace(path)
     return len(text.encode("utf-8"))
+
+
+@router.get("/console/org/{org_id}")
+@router.get("/console/org/{org_id}/{section:path}")
+async def console_page(request: Request, org_id: str, section: str = "") -> Response:
+    """The emulator's stand-in for an m3ter Console page: what it holds for a Console path.
+
+    The provider's "m3ter Console" extra link points here for an emulator connection (m3ter's
+    Console knows nothing of an emulator's entities). The page names the organization and shows
+    the entity or job whose id ends the path as JSON, or the section's counts.
+
+    :param request: the incoming request.
+    :param org_id: the organization in the path (a page for another organization is a 404).
+    :param section: the Console section path, e.g. ``metering/meters/<id>``.
+    """
+    from html import escape
+
+    state = state_of(request)
+    if org_id != state.options.org_id:
+        raise not_found("Organization", org_id)
+    last = section.rstrip("/").rpartition("/")[2]
+    found: Any = None
+    if last in state.jobs:
+        job = state.jobs[last]
+        found = {"kind": job.kind, "outcome": job.outcome, **job.view()}
+    else:
+        for store in state.stores.values():
+            if last in store.items:
+                found = store.items[last]
+                break
+    counts = {name: len(store.items) for name, store in state.stores.items()}
+    counts["jobs"] = len(state.jobs)
+    counts["measurements"] = state.measurements_stored
+    body = (
+        "<!doctype html><html><head><meta charset='utf-8'><title>m3ter emulator console</title></head>"
+        f"<body><h1>m3ter emulator console</h1><p>Organization <code>{escape(org_id)}</code></p>"
+        f"<p id='section'>Section <code>{escape(section or '/')}</code></p>"
+        + (
+            f"<h2>Entity {escape(last)}</h2><pre id='entity'>{escape(json.dumps(found, indent=2))}</pre>"
+            if found is not None
+            else ""
+        )
+        + f"<h2>Held</h2><pre id='counts'>{escape(json.dumps(counts, indent=2))}</pre></body></html>"
+    )
+    return Response(body, media_type="text/html")

@@ -264,4 +264,6 @@ def failure_event_detail(
         "ts": m.get("ts"),
         "resourceId": meter["id"] if meter else None,
         "accountId": account_id,
+        # the measurement as received, so a reader can tell a resend of the same content apart
+        "measurement": m,
     }

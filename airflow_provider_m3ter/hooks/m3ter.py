@@ -54,6 +54,9 @@ class M3terHook(BaseHook):
     :param client_kwargs: extra keyword arguments for :class:`~airflow_provider_m3ter.client.M3terClient`
         (``session``, ``sleep``, ``clock``, ``rng``), e.g. to control time in tests.
     :param logger_name: name of the hook's logger (Airflow's ``BaseHook`` argument).
+    :param limit_share: the share (0, 1] of the connection's request limits this hook's client may
+        use, for tasks that share an organization through a pool (see
+        :mod:`airflow_provider_m3ter.hooks.pool_pacing`); default 1 (all of them).
     """
 
     conn_name_attr = "m3ter_conn_id"
@@ -67,9 +70,13 @@ class M3terHook(BaseHook):
         *,
         client_kwargs: Mapping[str, Any] | None = None,
         logger_name: str | None = None,
+        limit_share: float = 1.0,
     ) -> None:
         super().__init__(logger_name=logger_name)
+        if not 0 < limit_share <= 1:
+            raise ValueError(f"limit_share must be in (0, 1], got {limit_share!r}")
         self.m3ter_conn_id = m3ter_conn_id
+        self.limit_share = float(limit_share)
         self._client_kwargs = dict(client_kwargs or {})
         self._client: M3terClient | None = None
 
@@ -105,6 +112,18 @@ class M3terHook(BaseHook):
                 conn = self.get_connection(self.m3ter_conn_id)
                 settings = self.settings_from_connection(conn)
             register_secret(settings.api_secret)
+            if self.limit_share < 1:
+                from airflow_provider_m3ter.hooks.pool_pacing import shared_settings
+
+                settings = shared_settings(settings, self.limit_share)
+                self.log.info(
+                    "Pacing at %.4g of the connection's limits: ingest %s req/s and %s per window",
+                    self.limit_share,
+                    f"{settings.ingest_requests_per_second:.4g}"
+                    if settings.ingest_requests_per_second
+                    else "unlimited",
+                    settings.ingest_requests_per_window or "unlimited",
+                )
             self._client = M3terClient(settings, on_secret=register_secret, **self._client_kwargs)
         return self._client
 
@@ -220,9 +239,9 @@ class M3terHook(BaseHook):
             kind = schema_kind(spec)
             label = lazy_gettext(spec["label"])
             description = spec.get("description", "")
-            default = spec["schema"].get("default")
             if kind == "boolean":
-                widgets[name] = BooleanField(label, description=description, default=default)
+                # no default: a pre-filled value would be stored with the connection
+                widgets[name] = BooleanField(label, description=description)
             elif kind == "integer":
                 widgets[name] = IntegerField(
                     label, widget=BS3TextFieldWidget(), description=description, validators=[Optional()]

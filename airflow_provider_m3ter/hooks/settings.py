@@ -187,6 +187,35 @@ def _derived_ingest_url(conn_id: str, config_url: str) -> str:
     )
 
 
+def _is_m3ter_host(url: str) -> bool:
+    """Whether ``url``'s host is m3ter's own (``m3ter.com`` or a subdomain)."""
+    host = (urlsplit(url).hostname or "").rstrip(".").lower()
+    return host == "m3ter.com" or host.endswith(".m3ter.com")
+
+
+def _refuse_mixed_hosts(conn_id: str, config_url: str, ingest_url: str) -> None:
+    """Refuse a Config/Ingest pair where one host is m3ter's and the other is not.
+
+    The token the Config host issues is sent to the Ingest host. An emulator or proxy Config host
+    paired with ``ingest.m3ter.com`` (typically a form default stored by mistake), or m3ter's Config
+    host paired with some other Ingest host, would hand one side's token to the other.
+    """
+    if _is_m3ter_host(config_url) != _is_m3ter_host(ingest_url):
+        raise M3terConfigurationError(
+            f"m3ter connection {conn_id!r}: Config API URL {_shown(config_url)} and Ingest API URL "
+            f"{_shown(ingest_url)} do not belong together (one is m3ter's host, the other is not), so "
+            "the Config host's token would go to a host it was not issued for; set extra 'ingest_url' "
+            "to the Ingest host that pairs with this Config host",
+            field="ingest_url",
+        )
+
+
+def _shown(url: str) -> str:
+    """``url`` without any ``user:password@`` part, for messages."""
+    parts = urlsplit(url)
+    return parts._replace(netloc=parts.netloc.rpartition("@")[2], query="", fragment="").geturl()
+
+
 def settings_from_connection(conn: Any) -> ClientSettings:
     """Build validated client settings from an Airflow Connection (no I/O, no masker calls).
 
@@ -231,12 +260,13 @@ def settings_from_connection(conn: Any) -> ClientSettings:
         )
 
     config_url = _config_url(conn)
+    ingest_url = values.pop("ingest_url", None) or _derived_ingest_url(conn_id, config_url)
     kwargs: dict[str, Any] = {
         "org_id": values.pop("org_id"),
         "access_key_id": conn.login,
         "api_secret": conn.password,
         "config_url": config_url,
-        "ingest_url": values.pop("ingest_url", None) or _derived_ingest_url(conn_id, config_url),
+        "ingest_url": ingest_url,
     }
     for name in _RATE_EXTRAS:
         # 0 (and only 0: a negative rate is a mistake, not a wish) switches that pacing limit off
@@ -244,7 +274,7 @@ def settings_from_connection(conn: Any) -> ClientSettings:
             values[name] = None
     kwargs.update(values)
     try:
-        return ClientSettings(**kwargs)
+        settings = ClientSettings(**kwargs)
     except M3terConfigurationError as err:
         place = _FIELD_PLACES.get(err.field or "", f"extra {err.field!r}" if err.field else "a field")
         # name the connection's field instead of the ClientSettings attribute
@@ -252,6 +282,8 @@ def settings_from_connection(conn: Any) -> ClientSettings:
         raise M3terConfigurationError(
             f"m3ter connection {conn_id!r}, {place}: {reason}", field=err.field
         ) from None
+    _refuse_mixed_hosts(conn_id, settings.config_url, settings.ingest_url)
+    return settings
 
 
 def schema_kind(spec: Mapping[str, Any]) -> str:

@@ -33,7 +33,8 @@ from airflow_provider_m3ter.client.file_upload import (
 from airflow_provider_m3ter.client.jobs import FILE_UPLOAD_JOB, CheckResult, check_job, evaluate_job
 from airflow_provider_m3ter.compat import AirflowException, AirflowFailException, mask_secret
 from airflow_provider_m3ter.exceptions import M3terCheckFailure, to_airflow_failure
-from airflow_provider_m3ter.links import M3terConsoleLink, console_url, persist_console_link
+from airflow_provider_m3ter.links import M3terConsoleLink, link_task_to_console
+from airflow_provider_m3ter.manual_runs import IntervalTemplatesGuard
 from airflow_provider_m3ter.operators.mapping import RowMapping, SourceError
 from airflow_provider_m3ter.operators.sources import FileSource
 from airflow_provider_m3ter.sensors.base import default_deferrable
@@ -52,7 +53,7 @@ UPLOAD_STATE_KEY = "m3ter_file_upload"
 _DEFER_TIMEOUT_GRACE = 120.0
 
 
-class M3terFileUploadOperator(BaseOperator):
+class M3terFileUploadOperator(IntervalTemplatesGuard, BaseOperator):
     """Upload a measurements file to m3ter's file-upload ingest and wait for the job.
 
     Returns (XCom) ``{"job_id", "status", "file_name", "measurements", "rejected", "content_length",
@@ -374,10 +375,7 @@ class M3terFileUploadOperator(BaseOperator):
         return out
 
     def _link(self, client: Any, job_id: str, context: Context) -> None:
-        try:
-            persist_console_link(context, console_url(client.settings.org_id, FILE_UPLOAD_JOB.name, job_id))
-        except Exception as exc:  # a link is a convenience: never fail the upload for it
-            self.log.debug("no m3ter Console link: %s", exc)
+        link_task_to_console(context, client.settings, FILE_UPLOAD_JOB.name, job_id, log=self.log)
 
 
 def _summary(file_name: str, scan: FileScan) -> dict[str, Any]:

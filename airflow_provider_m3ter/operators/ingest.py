@@ -21,6 +21,9 @@ from airflow.sdk import BaseOperator
 from airflow_provider_m3ter.client.ingest import IngestRun
 from airflow_provider_m3ter.client.ingest_progress import InvalidMeasurementsError
 from airflow_provider_m3ter.compat import AirflowFailException
+from airflow_provider_m3ter.hooks.pool_pacing import pool_share
+from airflow_provider_m3ter.links import M3terConsoleLink, link_task_to_console
+from airflow_provider_m3ter.manual_runs import IntervalTemplatesGuard
 from airflow_provider_m3ter.operators.mapping import RowMapping, SourceError
 from airflow_provider_m3ter.operators.sources import (
     FILE_FORMATS,
@@ -82,7 +85,7 @@ class TaskStateCheckpoint:
         self.store.delete(self.key)
 
 
-class M3terIngestMeasurementsOperator(BaseOperator):
+class M3terIngestMeasurementsOperator(IntervalTemplatesGuard, BaseOperator):
     """Submit measurements to m3ter's Ingest API from exactly one source.
 
     Sources (give exactly one):
@@ -127,6 +130,9 @@ class M3terIngestMeasurementsOperator(BaseOperator):
         acknowledged batch (Airflow 3.3+; ignored where the store does not exist).
     :param progress_interval: seconds between progress log lines.
     :param spill_dir: directory for the temporary file of prepared batches (default: temp dir).
+    :param pool_slots_total: the size of the task's ``pool`` when tasks share one organization
+        through it: the task then paces at ``pool_slots / pool_slots_total`` of the connection's
+        limits (see :mod:`airflow_provider_m3ter.hooks.pool_pacing`). Default: not shared.
     :param kwargs: passed to ``BaseOperator`` (``retries``, ``retry_delay``, ``retry_policy``, ``pool`` ...).
     """
 
@@ -142,6 +148,7 @@ class M3terIngestMeasurementsOperator(BaseOperator):
     )
     template_ext: Sequence[str] = (".sql",)
     template_fields_renderers = {"sql": "sql", "sql_parameters": "json", "measurements": "json"}
+    operator_extra_links = (M3terConsoleLink(),)
     ui_color = "#d9ecf2"
     ui_fgcolor = "#0b3d4f"
 
@@ -167,10 +174,14 @@ class M3terIngestMeasurementsOperator(BaseOperator):
         checkpoint: bool = True,
         progress_interval: float = 5.0,
         spill_dir: str | None = None,
+        pool_slots_total: int | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
         where = f"{type(self).__name__}({self.task_id!r})"
+        # the share of the organization's limits this task may use (checked at parse time)
+        self.limit_share = pool_share(where, self.pool, self.pool_slots, pool_slots_total)
+        self.pool_slots_total = pool_slots_total
         given = [name for name, value in (("measurements", measurements), ("source_path", source_path),
                                            ("sql", sql)) if value is not None]  # fmt: skip
         if len(given) != 1:
@@ -274,8 +285,10 @@ class M3terIngestMeasurementsOperator(BaseOperator):
         """Read, validate and send the source; return the ingest summary (JSON-ready)."""
         from airflow_provider_m3ter.hooks.m3ter import M3terHook
 
-        hook = M3terHook(m3ter_conn_id=self.m3ter_conn_id)
+        hook = M3terHook(m3ter_conn_id=self.m3ter_conn_id, limit_share=self.limit_share)
         client = hook.get_client()
+        # the "m3ter Console" link: the organization's events, where rejected measurements show
+        link_task_to_console(context, client.settings, "event", log=self.log)
         source = self.build_source()
         try_number = getattr(context["ti"], "try_number", 1) or 1
         run = IngestRun(

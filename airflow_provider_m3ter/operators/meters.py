@@ -18,6 +18,8 @@ from airflow_provider_m3ter.client.meter_definitions import (
 from airflow_provider_m3ter.client.meter_sync import BLOCKED, plan_meter_sync
 from airflow_provider_m3ter.compat import AirflowFailException
 from airflow_provider_m3ter.hooks.m3ter import M3terHook
+from airflow_provider_m3ter.links import M3terConsoleLink, link_task_to_console
+from airflow_provider_m3ter.manual_runs import IntervalTemplatesGuard
 
 if TYPE_CHECKING:
     from airflow.sdk import Context
@@ -25,7 +27,7 @@ if TYPE_CHECKING:
 __all__ = ["M3terSyncMetersOperator"]
 
 
-class M3terSyncMetersOperator(BaseOperator):
+class M3terSyncMetersOperator(IntervalTemplatesGuard, BaseOperator):
     """Make m3ter's meters match definitions kept as code (YAML/JSON files or a Python list).
 
     The task validates every definition locally (all problems reported at once, each naming its
@@ -49,6 +51,7 @@ class M3terSyncMetersOperator(BaseOperator):
     """
 
     template_fields: Sequence[str] = ("definitions", "m3ter_conn_id")
+    operator_extra_links = (M3terConsoleLink(),)
     ui_color = "#e8f0fe"
 
     def __init__(
@@ -88,6 +91,8 @@ class M3terSyncMetersOperator(BaseOperator):
         hook = M3terHook(m3ter_conn_id=self.m3ter_conn_id)
         with hook.translate_errors():
             client = hook.get_client()
+            # the "m3ter Console" link: the organization's meters
+            link_task_to_console(context, client.settings, "meter", log=self.log)
             try:
                 plan = plan_meter_sync(client, definitions, delete_missing=self.delete_missing)
             except MeterDefinitionError as error:  # an unknown product code

@@ -33,7 +33,8 @@ from airflow_provider_m3ter.compat import (
     airflow_conf,
 )
 from airflow_provider_m3ter.exceptions import M3terCheckFailure, M3terTransientFailure, to_airflow_failure
-from airflow_provider_m3ter.links import M3terConsoleLink, console_url, persist_console_link
+from airflow_provider_m3ter.links import M3terConsoleLink, link_task_to_console
+from airflow_provider_m3ter.manual_runs import IntervalTemplatesGuard
 from airflow_provider_m3ter.triggers.base import error_from_dict
 
 if TYPE_CHECKING:
@@ -53,7 +54,7 @@ def default_deferrable() -> bool:
     return airflow_conf.getboolean("operators", "default_deferrable", fallback=False)
 
 
-class M3terBaseSensor(BaseSensorOperator):
+class M3terBaseSensor(IntervalTemplatesGuard, BaseSensorOperator):
     """Base of the m3ter sensors; subclasses provide :meth:`check` and :meth:`build_trigger`.
 
     :param m3ter_conn_id: the Airflow connection to m3ter (templated).
@@ -135,11 +136,12 @@ class M3terBaseSensor(BaseSensorOperator):
         if not kind or self._linked == key:
             return
         try:
-            org_id = self._hook().get_client().settings.org_id
-            persist_console_link(context, console_url(org_id, str(kind), entity_id))
-            self._linked = key
+            settings = self._hook().get_client().settings
         except Exception as exc:  # a link is a convenience: never fail the wait for it
             self.log.debug("no m3ter Console link: %s", exc)
+            return
+        link_task_to_console(context, settings, str(kind), entity_id, log=self.log)
+        self._linked = key
 
     def poke(self, context: Context) -> PokeReturnValue:
         """Run the check once through the hook's client."""

@@ -40,6 +40,11 @@ class M3terIngestEventsSensor(M3terBaseSensor):
         start, so the upstream ingest of this run is covered and earlier runs' failures are not.
     :param uids: only failures of these measurement uids count (templated; a list, a JSON list or
         comma-separated text, or an XComArg). Default: every failure in the window.
+    :param uid_namespaces: uid namespaces of the loads this check covers (templated). A rerun's
+        resends that m3ter reports as ``DuplicateUid`` are not failures when they are provably the
+        content their uid was derived from in one of these namespaces. Default: the namespaces of
+        the DAG's ``M3terIngestMeasurementsOperator`` tasks (their ``uid_namespace``, else
+        ``<dag_id>.<task_id>``); mapped ingest tasks need them listed here.
     :param settle_seconds: how long after the first check failures may still appear (default 120).
     :param on_failure: ``"fail"`` or ``"warn"``.
     :param max_examples: how many failures the report keeps as examples.
@@ -48,7 +53,7 @@ class M3terIngestEventsSensor(M3terBaseSensor):
         ``timeout`` above ``settle_seconds``.
     """
 
-    template_fields: Sequence[str] = ("m3ter_conn_id", "since", "uids")
+    template_fields: Sequence[str] = ("m3ter_conn_id", "since", "uids", "uid_namespaces")
     console_kind = "event"
 
     def __init__(
@@ -56,6 +61,7 @@ class M3terIngestEventsSensor(M3terBaseSensor):
         *,
         since: datetime | str | None = None,
         uids: Sequence[str] | str | None = None,
+        uid_namespaces: Sequence[str] | str | None = None,
         settle_seconds: float = 120.0,
         on_failure: str = "fail",
         max_examples: int = 5,
@@ -69,6 +75,7 @@ class M3terIngestEventsSensor(M3terBaseSensor):
             raise ValueError(f"settle_seconds must not be negative, got {settle_seconds!r}")
         self.since = since
         self.uids = uids
+        self.uid_namespaces = uid_namespaces
         self.settle_seconds = float(settle_seconds)
         self.on_failure = on_failure
         self.max_examples = max_examples
@@ -83,6 +90,8 @@ class M3terIngestEventsSensor(M3terBaseSensor):
             )
         self.since = _iso(self.since if self.since not in (None, "", "None") else _default_since(context))
         self.uids = _uid_list(self.uids, self.task_id)
+        given = _uid_list(self.uid_namespaces, self.task_id)
+        self.uid_namespaces = given if given is not None else _ingest_namespaces(context)
         started = time.time()
         if self.reschedule and not self.deferrable:
             # reschedule mode re-runs prepare on every poke: count from the first one
@@ -99,6 +108,7 @@ class M3terIngestEventsSensor(M3terBaseSensor):
             uids=self.uids,  # type: ignore[arg-type]
             on_failure="warn" if self.on_failure == "warn" else "fail",
             max_examples=self.max_examples,
+            uid_namespaces=self.uid_namespaces,  # type: ignore[arg-type]
         )
 
     def build_trigger(self, context: Context, deadline: float) -> M3terIngestEventsTrigger:
@@ -109,6 +119,7 @@ class M3terIngestEventsSensor(M3terBaseSensor):
             uids=self.uids,  # type: ignore[arg-type]
             on_failure=self.on_failure,
             max_examples=self.max_examples,
+            uid_namespaces=self.uid_namespaces,  # type: ignore[arg-type]
             m3ter_conn_id=self.m3ter_conn_id,
             deadline=deadline,
             poll_interval=self.poke_interval,
@@ -134,6 +145,22 @@ def _default_since(context: Context) -> Any:
         if candidate is not None:
             return candidate
     return time.time()
+
+
+def _ingest_namespaces(context: Context) -> list[str]:
+    """The uid namespaces of the DAG's ingest tasks (their own, else ``<dag_id>.<task_id>``)."""
+    from airflow_provider_m3ter.operators.ingest import M3terIngestMeasurementsOperator
+
+    dag = context.get("dag")
+    namespaces = []
+    for task in getattr(dag, "tasks", None) or ():
+        if isinstance(task, M3terIngestMeasurementsOperator):
+            own = task.uid_namespace
+            if own and "{{" not in str(own) and "{%" not in str(own):
+                namespaces.append(str(own))
+            elif not own:
+                namespaces.append(f"{task.dag_id}.{task.task_id}")
+    return namespaces
 
 
 def _uid_list(value: Any, task_id: str) -> list[str] | None:

@@ -20,6 +20,7 @@ class M3terIngestEventsTrigger(M3terPollingTrigger):
     :param uids: only failures of these measurement uids count (None: all in the window).
     :param on_failure: ``"fail"`` (end at the first failure) or ``"warn"`` (report at settle time).
     :param max_examples: how many failures the report keeps as examples.
+    :param uid_namespaces: uid namespaces of the checked loads (proven resends are not failures).
     :param m3ter_conn_id: the Airflow connection to m3ter.
     :param deadline: absolute end of the wait, epoch seconds.
     :param poll_interval: seconds between checks.
@@ -33,6 +34,7 @@ class M3terIngestEventsTrigger(M3terPollingTrigger):
         uids: Sequence[str] | None = None,
         on_failure: str = "fail",
         max_examples: int = 5,
+        uid_namespaces: Sequence[str] | None = None,
         m3ter_conn_id: str,
         deadline: float,
         poll_interval: float = 30.0,
@@ -45,6 +47,7 @@ class M3terIngestEventsTrigger(M3terPollingTrigger):
         self.uids = list(uids) if uids is not None else None
         self.on_failure = on_failure
         self.max_examples = int(max_examples)
+        self.uid_namespaces = list(uid_namespaces or ())
 
     def check(self, client: Any) -> CheckResult:
         """Read the events once and evaluate them against the settle time."""
@@ -55,6 +58,7 @@ class M3terIngestEventsTrigger(M3terPollingTrigger):
             uids=self.uids,
             on_failure="warn" if self.on_failure == "warn" else "fail",
             max_examples=self.max_examples,
+            uid_namespaces=self.uid_namespaces,
         )
 
     def check_kwargs(self) -> dict[str, Any]:
@@ -65,4 +69,5 @@ class M3terIngestEventsTrigger(M3terPollingTrigger):
             "uids": list(self.uids) if self.uids is not None else None,
             "on_failure": self.on_failure,
             "max_examples": self.max_examples,
+            "uid_namespaces": list(self.uid_namespaces),
         }

@@ -84,7 +84,8 @@ def test_every_form_field_reaches_the_settings_with_its_type() -> None:
         "verify_tls": "false",
     }
     assert set(extra) == set(CONN_FIELDS)  # the test covers the whole form
-    settings = M3terHook.settings_from_connection(_conn(extra=extra))
+    # a Config host of the same (non-m3ter) domain: a mixed m3ter/other pair is refused
+    settings = M3terHook.settings_from_connection(_conn(host="https://api.example.com", extra=extra))
     assert settings.ingest_url == "https://ingest.example.com"
     assert settings.timeout == 12.5
     assert settings.max_attempts == 3

@@ -1,0 +1,55 @@
+"""One real Airflow deployment for the deployment and browser tests of a pytest session.
+
+``M3TER_DEPLOY_WORK`` sets the scratch directory (default: a fresh temporary one);
+``M3TER_DEPLOY_REUSE_VENV=1`` keeps an existing venv there (local iteration; CI installs afresh).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from deployment.harness import REPO, Deployment, say
+
+EXAMPLES = [
+    "example_m3ter_meters",
+    "example_m3ter_ingest",
+    "example_m3ter_ingest_events",
+    "example_m3ter_backfill",
+]
+TEST_DAGS = ["m3ter_pool_pacing"]
+
+
+@pytest.fixture(scope="session")
+def deployment() -> Iterator[Deployment]:
+    work = Path(os.environ.get("M3TER_DEPLOY_WORK") or tempfile.mkdtemp(prefix="m3ter-deploy-"))
+    deploy = Deployment(work, reuse_venv=os.environ.get("M3TER_DEPLOY_REUSE_VENV") == "1")
+    dag_files = [*sorted((REPO / "example_dags").glob("example_*.py")), REPO / "example_dags" / "meters"]
+    dag_files += sorted((REPO / "deployment" / "dags").glob("*.py"))
+    try:
+        deploy.start(dag_files)
+        deploy.wait_dags_parsed(EXAMPLES + TEST_DAGS)
+        connection = deploy.emulator.connection()
+        deploy.api(
+            "POST",
+            "connections",
+            {
+                "connection_id": "m3ter_default",
+                "conn_type": "m3ter",
+                "host": connection["host"],
+                "login": connection["login"],
+                "password": connection["password"],
+                "extra": json.dumps(connection["extra"]),
+            },
+        )
+        yield deploy
+    finally:
+        codes = deploy.stop()
+        say(f"stopped: {codes}")
+        for name, process in deploy.processes.items():  # pragma: no cover - stop() clears it
+            raise AssertionError(f"{name} (pid {process.pid}) still registered")
