@@ -9,7 +9,8 @@ an error that does not say why.
 
 :class:`IntervalTemplatesGuard` checks an operator's templated fields before rendering: when one
 uses an interval variable the run does not have, the task fails at once (no retries) and says
-what to do. Plain functions; the only Airflow import is the failure exception.
+what to do. Plain functions; the only Airflow import is the failure exception (through
+:mod:`airflow_provider_m3ter.compat`).
 """
 
 from __future__ import annotations
@@ -82,9 +83,7 @@ class IntervalTemplatesGuard:
         if missing:
             used = interval_variables_used(getattr(self, name, None) for name in self.template_fields)
             if used & missing:
-                try:
-                    from airflow.sdk.exceptions import AirflowFailException
-                except ImportError:  # pragma: no cover - Airflow 3.0/3.1
-                    from airflow.exceptions import AirflowFailException  # type: ignore[no-redef]
+                from airflow_provider_m3ter.compat import AirflowFailException
+
                 raise AirflowFailException(missing_interval_error(self.task_id, used & missing))
         super().render_template_fields(context, jinja_env)  # type: ignore[misc]
