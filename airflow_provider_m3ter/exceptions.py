@@ -81,6 +81,11 @@ class M3terFailure(AirflowException):
         """Seconds m3ter asked to wait (``Retry-After``) on the last attempt, or None."""
         return getattr(self.error, "retry_after", None)
 
+    @property
+    def retryable(self) -> bool:
+        """The client error's own verdict: whether a later try may succeed."""
+        return bool(getattr(self.error, "retryable", False))
+
 
 class M3terFinalFailure(M3terFailure, AirflowFailException):
     """A call to m3ter failed in a way retrying cannot fix; the task fails without further tries.
@@ -115,14 +120,12 @@ class M3terCheckFailure(AirflowFailException):
 def to_airflow_failure(error: M3terError) -> M3terFailure:
     """Map one client error to the Airflow-facing failure a task should raise.
 
-    Transient errors become :class:`M3terTransientFailure`; everything else the client can raise
-    (final HTTP errors, payload too large, configuration errors, an unknown ``M3terError``) becomes
-    :class:`M3terFinalFailure`, because only transient errors have a retry worth making.
+    A retryable error (``error.retryable``: 5XX, 429, network, deadline) becomes
+    :class:`M3terTransientFailure`; everything else (final HTTP errors, payload too large,
+    configuration errors, an unknown ``M3terError``) becomes :class:`M3terFinalFailure`.
 
     :param error: the client error.
     """
-    from airflow_provider_m3ter.client.errors import M3terTransientError
-
-    if isinstance(error, M3terTransientError):
+    if getattr(error, "retryable", False):
         return M3terTransientFailure(error)
     return M3terFinalFailure(error)

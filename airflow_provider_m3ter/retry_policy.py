@@ -77,25 +77,13 @@ def find_m3ter_error(exception: BaseException) -> tuple[str, BaseException] | No
         (client or hook class), or None when no m3ter error is involved.
     """
     # imported here so that parsing a DAG that merely builds a policy stays cheap
-    from airflow_provider_m3ter.client.errors import (
-        M3terConfigurationError,
-        M3terError,
-        M3terFinalError,
-        M3terPayloadTooLargeError,
-        M3terTransientError,
-    )
-    from airflow_provider_m3ter.exceptions import M3terFinalFailure, M3terTransientFailure
+    from airflow_provider_m3ter.client.errors import M3terError
+    from airflow_provider_m3ter.exceptions import M3terFailure
 
-    final = (M3terFinalFailure, M3terFinalError, M3terPayloadTooLargeError, M3terConfigurationError)
-    transient = (M3terTransientFailure, M3terTransientError)
     for link in _chain(exception):
-        if isinstance(link, final):
-            return "final", link
-        if isinstance(link, transient):
-            return "transient", link
-        if isinstance(link, M3terError):
-            # an error class without a retry rule: retrying it blindly is not safe
-            return "final", link
+        if isinstance(link, (M3terError, M3terFailure)):
+            # the error decided its retryability once; an error without a retry rule is final
+            return ("transient" if link.retryable else "final"), link
     return None
 
 

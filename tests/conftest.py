@@ -15,3 +15,11 @@ def airflow_env(tmp_path_factory: pytest.TempPathFactory) -> AirflowEnv:
     env = AirflowEnv(tmp_path_factory.mktemp("airflow_home"))
     env.migrate()
     return env
+
+
+@pytest.fixture(autouse=True)
+def fresh_process_tokens() -> None:
+    """Each test starts like a fresh process: no m3ter token cached by an earlier test's clients."""
+    from airflow_provider_m3ter.client.auth import PROCESS_TOKENS
+
+    PROCESS_TOKENS.clear()

@@ -20,8 +20,8 @@ from airflow_provider_m3ter.client.errors import (
     M3terTransientError,
 )
 from airflow_provider_m3ter.client.pacing import RateLimiter
-from airflow_provider_m3ter.client.retry import ClientStats
 from airflow_provider_m3ter.client.settings import ClientSettings
+from airflow_provider_m3ter.client.stats import ClientStats
 
 __all__ = [
     "ClientSettings",

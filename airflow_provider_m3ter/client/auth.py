@@ -8,6 +8,7 @@ is answered with 403, which is why :meth:`TokenProvider.invalidate` exists.
 from __future__ import annotations
 
 import base64
+import hashlib
 import logging
 import re
 import threading
@@ -20,10 +21,13 @@ import requests
 from airflow_provider_m3ter.client.errors import M3terConfigurationError, M3terError
 
 __all__ = [
+    "PROCESS_TOKENS",
     "AccessToken",
     "BasicAuth",
     "BearerAuth",
     "TokenProvider",
+    "TokenSlot",
+    "TokenStore",
     "basic_authorization",
     "credential_problem",
     "read_token_response",
@@ -153,6 +157,59 @@ class BearerAuth(requests.auth.AuthBase):
         return "BearerAuth(<hidden>)"
 
 
+class TokenSlot:
+    """Where one credential's token lives: the token, its serial and the lock of its fetch.
+
+    A :class:`TokenProvider` has a private slot unless it is given one from a :class:`TokenStore`;
+    providers sharing a slot share one token (and one fetch when it must be renewed).
+    """
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.token: AccessToken | None = None
+        self.serial = 0
+
+
+class TokenStore:
+    """Process-wide tokens, one slot per credential: clients built one after another (a sensor's
+    pokes, the triggers of one triggerer) reuse one token for its lifetime instead of fetching each.
+
+    The key is the token URL, the Access Key ID, a digest of the API secret and the clock the token's
+    expiry is measured on; the secret itself is not kept here.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._slots: dict[tuple[object, ...], TokenSlot] = {}
+
+    def slot(
+        self, token_url: str, access_key_id: str, api_secret: str, clock: Callable[[], float]
+    ) -> TokenSlot:
+        """The slot of one credential (created on first use).
+
+        :param token_url: where the token is fetched.
+        :param access_key_id: the Service User's Access Key ID.
+        :param api_secret: its API Secret (only a SHA-256 digest is kept).
+        :param clock: the monotonic clock the token's expiry is measured on.
+        """
+        digest = hashlib.sha256(api_secret.encode("utf-8", "surrogatepass")).hexdigest()
+        key = (token_url, access_key_id, digest, clock)
+        with self._lock:
+            found = self._slots.get(key)
+            if found is None:
+                found = self._slots[key] = TokenSlot()
+            return found
+
+    def clear(self) -> None:
+        """Forget every token (a test that starts from a fresh process state, a credential rotated)."""
+        with self._lock:
+            self._slots.clear()
+
+
+#: the store the hook and the triggers use: one token per credential per process
+PROCESS_TOKENS = TokenStore()
+
+
 class TokenProvider:
     """Hands out a valid token, fetching one only when none is cached or it is close to expiry.
 
@@ -164,6 +221,7 @@ class TokenProvider:
     :param refresh_margin: refresh this many seconds before expiry; never earlier than half
         the token's lifetime, so a short-lived token is still reused.
     :param on_secret: called with every new token (e.g. to register it with a log masker).
+    :param slot: a shared :class:`TokenSlot` (from :class:`TokenStore`); a private one by default.
     """
 
     def __init__(
@@ -173,14 +231,32 @@ class TokenProvider:
         clock: Callable[[], float] = time.monotonic,
         refresh_margin: float = 300.0,
         on_secret: Callable[[str], None] | None = None,
+        slot: TokenSlot | None = None,
     ) -> None:
         self._fetch = fetch
         self._clock = clock
         self._margin = refresh_margin
         self._on_secret = on_secret
-        self._lock = threading.Lock()
-        self._token: AccessToken | None = None
-        self._serial = 0
+        self._slot = slot if slot is not None else TokenSlot()
+        self._lock = self._slot.lock
+        self._seen: AccessToken | None = None
+        self._fetched_serial = -1
+
+    @property
+    def _token(self) -> AccessToken | None:
+        return self._slot.token
+
+    @_token.setter
+    def _token(self, value: AccessToken | None) -> None:
+        self._slot.token = value
+
+    @property
+    def _serial(self) -> int:
+        return self._slot.serial
+
+    @_serial.setter
+    def _serial(self, value: int) -> None:
+        self._slot.serial = value
 
     def _usable(self, token: AccessToken | None) -> bool:
         return token is not None and self._clock() < token.refresh_at
@@ -197,14 +273,18 @@ class TokenProvider:
     def get_token(self) -> AccessToken:
         """Like :meth:`get`, but the whole :class:`AccessToken` (its ``serial`` tells how new it is)."""
         token = self._token
-        if token is not None and self._usable(token):
-            return token
-        with self._lock:
-            token = self._token
-            if token is None or not self._usable(token):
-                token = self._new_token()
-                self._token = token
-            return token
+        if token is None or not self._usable(token):
+            with self._lock:
+                token = self._token
+                if token is None or not self._usable(token):
+                    token = self._new_token()
+                    self._token = token
+        if token is not self._seen:
+            # a token another client of the shared slot fetched: register it with this one's masker too
+            if self._on_secret is not None and token.serial != self._fetched_serial:
+                self._on_secret(token.value)
+            self._seen = token
+        return token
 
     def _new_token(self) -> AccessToken:
         value, expires_in = self._fetch()
@@ -220,6 +300,7 @@ class TokenProvider:
             refresh_at - now,
         )
         self._serial += 1
+        self._fetched_serial = self._serial
         return AccessToken(value=value, fetched_at=now, refresh_at=refresh_at, serial=self._serial)
 
     def invalidate(self, value: str) -> bool:

@@ -7,6 +7,7 @@ client does no I/O.
 
 from __future__ import annotations
 
+import logging
 import random
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
@@ -14,16 +15,29 @@ from typing import Any
 
 import requests
 
-from airflow_provider_m3ter.client.retry import ClientStats, PageSize, build_page_shrinking
+from airflow_provider_m3ter.client.auth import TokenStore
+from airflow_provider_m3ter.client.errors import M3terPayloadTooLargeError
 from airflow_provider_m3ter.client.settings import ClientSettings
+from airflow_provider_m3ter.client.stats import ClientStats
 from airflow_provider_m3ter.client.transport import USER_AGENT, Api, Transport, encode_json
 
 __all__ = ["USER_AGENT", "M3terClient"]
+
+log = logging.getLogger("airflow_provider_m3ter.client")
 
 # Ingest answers an over-size body (512,000 bytes or more) with 403, not 413.
 _INGEST_MAX_BYTES = 512_000
 # Most codes a list filter takes per call (the list pageSize limit).
 _CODES_PER_CALL = 100
+
+
+def ingest_403_means_too_large(body: bytes) -> bool:
+    """m3ter's rule, kept here only: the Ingest API answers a body of 512,000 bytes or more with 403
+    (not 413), so a 403 for such a body means "too large", not "token expired".
+
+    :param body: the encoded request body.
+    """
+    return len(body) >= _INGEST_MAX_BYTES
 
 
 class M3terClient:
@@ -40,6 +54,9 @@ class M3terClient:
     :param clock: monotonic clock in seconds, for deadlines, token expiry and pacing.
     :param on_secret: called with every new access token, e.g. to register it with a log masker.
     :param rng: random source of the back-off jitter (seeded in tests for exact waits).
+    :param token_store: share tokens with the other clients of this store (the hook passes the
+        process-wide ``client.auth.PROCESS_TOKENS``: one token per credential per process); by
+        default the client keeps its own.
     """
 
     def __init__(
@@ -51,10 +68,17 @@ class M3terClient:
         clock: Callable[[], float] = time.monotonic,
         on_secret: Callable[[str], None] | None = None,
         rng: random.Random | None = None,
+        token_store: TokenStore | None = None,
     ) -> None:
         self.settings = settings
         self._transport = Transport(
-            settings, session=session, sleep=sleep, clock=clock, on_secret=on_secret, rng=rng
+            settings,
+            session=session,
+            sleep=sleep,
+            clock=clock,
+            on_secret=on_secret,
+            rng=rng,
+            token_store=token_store,
         )
         self.stats: ClientStats = self._transport.stats
 
@@ -130,26 +154,34 @@ class M3terClient:
         """
         if page_size < 1:
             raise ValueError(f"paginate(): page_size must be at least 1, got {page_size}")
-        size = PageSize(page_size)
+        size = page_size  # shrinks on 413 and stays small for later pages
         next_token: str | None = None
         while True:
-            page = self._page(path, params, next_token, size)
+            page, size = self._page(path, params, next_token, size)
             items = page.get("data") if isinstance(page, dict) else None
             yield from items or []
             next_token = page.get("nextToken") if isinstance(page, dict) else None
             if not next_token:
                 return
 
-    def _page(self, path: str, params: Mapping[str, Any] | None, token: str | None, size: PageSize) -> Any:
-        """Fetch one page, halving the page size on each 413 until it is 1."""
+    def _page(
+        self, path: str, params: Mapping[str, Any] | None, token: str | None, size: int
+    ) -> tuple[Any, int]:
+        """Fetch one page and the page size that worked, halving it on each 413 down to 1.
 
-        def fetch() -> Any:
-            query = {**(params or {}), "pageSize": size.value}
+        :raises M3terPayloadTooLargeError: even a page of one item is too large.
+        """
+        while True:
+            query = {**(params or {}), "pageSize": size}
             if token:
                 query["nextToken"] = token
-            return self.request("GET", path, params=query)
-
-        return build_page_shrinking(size, path)(fetch)
+            try:
+                return self.request("GET", path, params=query), size
+            except M3terPayloadTooLargeError:
+                if size <= 1:
+                    raise
+                size = max(1, size // 2)
+                log.warning("m3ter returned 413 for a page of %s; asking for %d items per page", path, size)
 
     def find_meters_by_codes(self, codes: Iterable[str]) -> dict[str, dict[str, Any]]:
         """Meters by code for the given codes; one list call per 100 codes. Missing codes are absent.
@@ -212,13 +244,7 @@ class M3terClient:
             if isinstance(body, (bytes, bytearray, memoryview))
             else encode_json({"measurements": list(body)})
         )
-        oversize = len(data) >= _INGEST_MAX_BYTES
         result = self._transport.call(
-            "POST",
-            "measurements",
-            data=data,
-            api="ingest",
-            refresh_on_403=not oversize,
-            oversize_403=oversize,
+            "POST", "measurements", data=data, api="ingest", oversize_403=ingest_403_means_too_large(data)
         )
         return result if isinstance(result, dict) else {}

@@ -39,6 +39,9 @@ def reason_phrase(status: int) -> str:
 class M3terError(Exception):
     """Base class of every error raised by the m3ter client.
 
+    :attr:`retryable` is decided here, once, by the error's class: the client's retry rules, the
+    hook, ``M3terRetryPolicy``, the sensors and the triggers all read it instead of re-classifying.
+
     :param status: HTTP status code of the last response, or ``None`` when no response arrived.
     :param method: HTTP method of the call, e.g. ``GET``.
     :param path: URL path of the call (no host, no query string), e.g. ``/organizations/<org>/meters``.
@@ -68,6 +71,10 @@ class M3terError(Exception):
         self.note = note
         super().__init__(str(self))
 
+    #: whether a later attempt of the same call may succeed (5XX, 429, network, deadline); only
+    #: :class:`M3terTransientError` says yes
+    retryable: bool = False
+
     def __str__(self) -> str:
         call = f"{self.method} {self.path}" if self.method else (self.path or "request")
         tries = f"{self.attempts} attempt{'' if self.attempts == 1 else 's'}"
@@ -96,6 +103,8 @@ class M3terBreaksConfigurationError(M3terFinalError):
 
 class M3terTransientError(M3terError):
     """5XX, 429, a network failure or the deadline: retries were spent, but a later attempt may succeed."""
+
+    retryable = True
 
 
 class M3terPayloadTooLargeError(M3terError):

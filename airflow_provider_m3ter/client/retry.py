@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import logging
 import random
-import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -26,20 +25,19 @@ from email.utils import parsedate_to_datetime
 from typing import Any
 
 import requests
-from tenacity import RetryCallState, Retrying, retry_base, retry_if_exception_type
+from tenacity import RetryCallState, Retrying, retry_base
 from tenacity.stop import stop_base
 from tenacity.wait import wait_base
 
-from airflow_provider_m3ter.client.errors import M3terPayloadTooLargeError, reason_phrase
+from airflow_provider_m3ter.client.errors import reason_phrase
+from airflow_provider_m3ter.client.stats import ClientStats
 
 __all__ = [
     "NETWORK_ERRORS",
     "CallState",
-    "ClientStats",
-    "PageSize",
     "backoff_limit",
-    "build_page_shrinking",
     "build_retrying",
+    "network_error_retryable",
     "parse_retry_after",
     "throttle_wait",
 ]
@@ -52,54 +50,6 @@ NETWORK_ERRORS: tuple[type[BaseException], ...] = (
     requests.Timeout,
     requests.exceptions.ChunkedEncodingError,
 )
-
-
-@dataclass
-class ClientStats:
-    """Counters of one client's traffic (thread-safe; read them or call :meth:`snapshot`).
-
-    :param requests: logical calls made by callers (one per ``request()``).
-    :param attempts: HTTP requests sent, token requests and retries included.
-    :param retries: attempts that were a retry of an earlier one.
-    :param throttled: 429 responses seen.
-    :param token_fetches: new access tokens obtained.
-    :param waits: every retry wait, in seconds, in order.
-    :param paced: total seconds spent waiting for the client's own rate limiter.
-    """
-
-    requests: int = 0
-    attempts: int = 0
-    retries: int = 0
-    throttled: int = 0
-    token_fetches: int = 0
-    waits: list[float] = field(default_factory=list)
-    paced: float = 0.0
-    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
-
-    def add(self, **deltas: float) -> None:
-        """Add to counters by name, e.g. ``add(attempts=1)``."""
-        with self._lock:
-            for name, delta in deltas.items():
-                setattr(self, name, getattr(self, name) + delta)
-
-    def add_wait(self, seconds: float) -> None:
-        """Record one retry wait."""
-        with self._lock:
-            self.waits.append(seconds)
-            self.retries += 1
-
-    def snapshot(self) -> dict[str, Any]:
-        """A consistent copy of all counters as a plain dict."""
-        with self._lock:
-            return {
-                "requests": self.requests,
-                "attempts": self.attempts,
-                "retries": self.retries,
-                "throttled": self.throttled,
-                "token_fetches": self.token_fetches,
-                "waits": list(self.waits),
-                "paced": self.paced,
-            }
 
 
 def parse_retry_after(
@@ -200,14 +150,21 @@ class CallState:
         )
 
 
+def network_error_retryable(exc: BaseException | None) -> bool:
+    """Whether a failure without a response is worth another attempt: connection errors and timeouts
+    are; a TLS certificate problem is configuration and is not. Decided here only.
+
+    :param exc: what ``requests`` raised.
+    """
+    return isinstance(exc, NETWORK_ERRORS) and not isinstance(exc, requests.exceptions.SSLError)
+
+
 def _kind(rs: RetryCallState, call: CallState) -> str:
     """Classify an attempt's outcome: ok, network, server, throttled, token or final."""
     outcome = rs.outcome
     assert outcome is not None
     if outcome.failed:
-        exc = outcome.exception()
-        retryable = isinstance(exc, NETWORK_ERRORS) and not isinstance(exc, requests.exceptions.SSLError)
-        return "network" if retryable else "final"
+        return "network" if network_error_retryable(outcome.exception()) else "final"
     status = outcome.result().status_code
     if status == 429:
         return "throttled"
@@ -344,47 +301,4 @@ def build_retrying(
         sleep=lambda seconds: sleep(seconds) if seconds > 0 else None,
         before_sleep=before_sleep,
         retry_error_callback=give_up,
-    )
-
-
-@dataclass
-class PageSize:
-    """The ``pageSize`` a paginated listing asks for; shrinks on 413 and stays small afterwards.
-
-    :param value: items per page.
-    """
-
-    value: int
-
-
-class stop_at_page_size_one(stop_base):  # tenacity's naming style
-    """Stop shrinking once a page holds a single item: a smaller request does not exist."""
-
-    def __init__(self, size: PageSize) -> None:
-        self.size = size
-
-    def __call__(self, retry_state: RetryCallState) -> bool:
-        return self.size.value <= 1
-
-
-def build_page_shrinking(size: PageSize, path: str) -> Retrying:
-    """A tenacity ``Retrying`` that refetches a page with half the ``pageSize`` after each 413.
-
-    The last :class:`~airflow_provider_m3ter.client.M3terPayloadTooLargeError` is re-raised when
-    even one item per page is too large.
-
-    :param size: the page size, halved in place (down to 1).
-    :param path: the listed path, for the log line.
-    """
-
-    def halve(rs: RetryCallState) -> None:
-        size.value = max(1, size.value // 2)
-        log.warning("m3ter returned 413 for a page of %s; asking for %d items per page", path, size.value)
-
-    return Retrying(
-        retry=retry_if_exception_type(M3terPayloadTooLargeError),
-        stop=stop_at_page_size_one(size),
-        before_sleep=halve,
-        sleep=lambda _seconds: None,
-        reraise=True,
     )

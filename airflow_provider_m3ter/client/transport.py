@@ -21,7 +21,13 @@ import requests
 from requests.utils import get_environ_proxies
 
 from airflow_provider_m3ter import __version__
-from airflow_provider_m3ter.client.auth import BasicAuth, BearerAuth, TokenProvider, read_token_response
+from airflow_provider_m3ter.client.auth import (
+    BasicAuth,
+    BearerAuth,
+    TokenProvider,
+    TokenStore,
+    read_token_response,
+)
 from airflow_provider_m3ter.client.deadline import WATCHDOG, WatchedAdapter, time_left, time_limit
 from airflow_provider_m3ter.client.errors import (
     M3terFinalError,
@@ -34,11 +40,12 @@ from airflow_provider_m3ter.client.paths import check_relative_path
 from airflow_provider_m3ter.client.retry import (
     NETWORK_ERRORS,
     CallState,
-    ClientStats,
     build_retrying,
+    network_error_retryable,
     parse_retry_after,
 )
 from airflow_provider_m3ter.client.settings import ClientSettings
+from airflow_provider_m3ter.client.stats import ClientStats
 
 __all__ = ["USER_AGENT", "Api", "Transport", "encode_json"]
 
@@ -80,6 +87,7 @@ class Transport:
         clock: Callable[[], float],
         on_secret: Callable[[str], None] | None,
         rng: random.Random | None,
+        token_store: TokenStore | None = None,
     ) -> None:
         self.settings = settings
         self.stats = ClientStats()
@@ -90,8 +98,17 @@ class Transport:
         self._owns_session = session is None
         self._session_lock = threading.Lock()
         self._proxies: dict[str, dict[str, str]] = {}
+        slot = (
+            token_store.slot(self.url("/oauth/token"), settings.access_key_id, settings.api_secret, clock)
+            if token_store is not None
+            else None
+        )
         self._tokens = TokenProvider(
-            self._fetch_token, clock=clock, refresh_margin=settings.token_refresh_margin, on_secret=on_secret
+            self._fetch_token,
+            clock=clock,
+            refresh_margin=settings.token_refresh_margin,
+            on_secret=on_secret,
+            slot=slot,
         )
         self.limiters: dict[str, RateLimiter | None] = {
             api: RateLimiter.from_limits(
@@ -166,7 +183,6 @@ class Transport:
         api: Api = "config",
         data: bytes | Mapping[str, Any] | None = None,
         headers: Mapping[str, str] | None = None,
-        refresh_on_403: bool = True,
         oversize_403: bool = False,
     ) -> Any:
         """Send one logical call and return its parsed JSON (see ``M3terClient.request``).
@@ -178,8 +194,9 @@ class Transport:
         :param api: ``"config"`` or ``"ingest"``.
         :param data: a pre-encoded body or form fields.
         :param headers: extra request headers.
-        :param refresh_on_403: whether a 403 may trigger the call's one token refresh.
-        :param oversize_403: a 403 means the body was too large (m3ter's ingest answer to that).
+        :param oversize_403: a 403 means the body was too large (m3ter's Ingest answer to that; the
+            caller decides it with ``core.ingest_403_means_too_large``): it raises
+            ``M3terPayloadTooLargeError`` and never costs a token refresh.
         """
         if json is not None and data is not None:
             raise ValueError("request(): pass either json or data, not both")
@@ -192,7 +209,7 @@ class Transport:
         if isinstance(body, bytes) and not any(k.lower() == "content-type" for k in send_headers):
             send_headers["Content-Type"] = "application/json"
         self.stats.add(requests=1)
-        call = self._new_call(method, url, refresh_on_403=refresh_on_403)
+        call = self._new_call(method, url, refresh_on_403=not oversize_403)
         response = self._send(
             call, api, method, url, params=params, data=body, headers=send_headers, authenticated=True
         )
@@ -247,7 +264,7 @@ class Transport:
             return retrying(self._attempt, call, api, method, url, authenticated=authenticated, **kwargs)
         except NETWORK_ERRORS as exc:
             # A certificate problem is configuration, not bad luck: no retry, a final error.
-            cls = M3terFinalError if isinstance(exc, requests.exceptions.SSLError) else M3terTransientError
+            cls = M3terTransientError if network_error_retryable(exc) else M3terFinalError
             detail = str(exc)
             detail = detail if len(detail) <= 400 else detail[:400] + "..."
             raise cls(

@@ -15,6 +15,7 @@ from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
 from airflow_provider_m3ter.client import ClientSettings, M3terClient
+from airflow_provider_m3ter.client.auth import PROCESS_TOKENS
 from airflow_provider_m3ter.client.errors import M3terError
 from airflow_provider_m3ter.compat import BaseHook, mask_secret
 from airflow_provider_m3ter.connection_form import CONN_FIELDS, UI_FIELD_BEHAVIOUR
@@ -124,8 +125,12 @@ class M3terHook(BaseHook):
                     else "unlimited",
                     settings.ingest_requests_per_window or "unlimited",
                 )
-            self._client = M3terClient(settings, on_secret=register_secret, **self._client_kwargs)
+            self._client = M3terClient(settings, **self._shared_client_kwargs())
         return self._client
+
+    def _shared_client_kwargs(self) -> dict[str, Any]:
+        """Client arguments: the masker, and this process's token store (one token per credential)."""
+        return {"on_secret": register_secret, "token_store": PROCESS_TOKENS, **self._client_kwargs}
 
     def get_conn(self) -> M3terClient:
         """Airflow's generic accessor; same as :meth:`get_client`."""
@@ -202,7 +207,7 @@ class M3terHook(BaseHook):
             settings, max_attempts=min(settings.max_attempts, 2), deadline=min(settings.deadline, 30.0)
         )
         try:
-            with M3terClient(quick, on_secret=register_secret, **self._client_kwargs) as client:
+            with M3terClient(quick, **self._shared_client_kwargs()) as client:
                 client.request("GET", "meters", params={"pageSize": 1})
         except Exception as error:
             return False, f"Could not use m3ter organization {settings.org_id}: {describe_error(error)}"

@@ -16,13 +16,12 @@ from __future__ import annotations
 
 import time
 from collections.abc import Mapping, Sequence
-from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
 from airflow.sdk import BaseOperator
-from tenacity import Retrying, retry_if_exception_type, stop_after_attempt, wait_exponential
+from tenacity import Retrying, retry_if_exception, stop_after_attempt, wait_exponential
 
-from airflow_provider_m3ter.client.errors import M3terError, M3terFinalError, M3terTransientError
+from airflow_provider_m3ter.client.errors import M3terError
 from airflow_provider_m3ter.client.file_upload import (
     FileScan,
     MeasurementFileError,
@@ -37,7 +36,7 @@ from airflow_provider_m3ter.links import M3terConsoleLink, link_task_to_console
 from airflow_provider_m3ter.manual_runs import IntervalTemplatesGuard
 from airflow_provider_m3ter.operators.mapping import RowMapping, SourceError
 from airflow_provider_m3ter.operators.sources import FileSource
-from airflow_provider_m3ter.sensors.base import default_deferrable
+from airflow_provider_m3ter.sensors.base import WaitLimit, check_then_defer, default_deferrable
 from airflow_provider_m3ter.triggers.base import error_from_dict
 from airflow_provider_m3ter.triggers.jobs import M3terFileUploadJobTrigger
 
@@ -50,7 +49,6 @@ __all__ = ["UPLOAD_STATE_KEY", "M3terFileUploadOperator"]
 
 #: The ``task_state_store`` key holding the upload's job id and phase.
 UPLOAD_STATE_KEY = "m3ter_file_upload"
-_DEFER_TIMEOUT_GRACE = 120.0
 
 
 class M3terFileUploadOperator(IntervalTemplatesGuard, BaseOperator):
@@ -175,8 +173,17 @@ class M3terFileUploadOperator(IntervalTemplatesGuard, BaseOperator):
     # -- execute -------------------------------------------------------------------------------
 
     def execute(self, context: Context) -> Any:
-        """Upload (or find the upload a previous try made), then wait for the job."""
+        """Upload (or find the upload a previous try made), then wait for the job.
+
+        One client serves the whole try and is closed when it ends.
+        """
         hook = self._hook()
+        try:
+            return self._execute(hook, context)
+        finally:
+            hook.close()
+
+    def _execute(self, hook: M3terHook, context: Context) -> Any:
         client = hook.get_client()
         store = context.get("task_state_store")  # type: ignore[misc]
         if store is None:
@@ -190,22 +197,37 @@ class M3terFileUploadOperator(IntervalTemplatesGuard, BaseOperator):
                 return self._finish(CheckResult.from_dict(summary.pop("done")), summary)
             if not self.wait_for_completion:
                 return summary
+            # the wait's limit is fixed before its first check, and bounds every check's retries
+            limit = WaitLimit.start(
+                self.wait_timeout,
+                f"the {self.wait_timeout:g} s wait_timeout",
+                execution_timeout=self.execution_timeout,
+            )
             if self.deferrable:
-                first = check_job(client, FILE_UPLOAD_JOB, summary["job_id"])
-                if not first.done:
-                    self.defer(
-                        trigger=M3terFileUploadJobTrigger(
-                            job_id=summary["job_id"],
-                            m3ter_conn_id=self.m3ter_conn_id,
-                            deadline=time.time() + self.wait_timeout,
-                            poll_interval=self.poll_interval,
-                        ),
-                        method_name="execute_complete",
-                        kwargs={"summary": summary},
-                        timeout=timedelta(seconds=self.wait_timeout + _DEFER_TIMEOUT_GRACE),
-                    )
+                job_id = summary["job_id"]
+                first = check_then_defer(
+                    self,
+                    limit,
+                    lambda: check_job(client, FILE_UPLOAD_JOB, job_id),
+                    lambda result: result.done,
+                    lambda deadline: M3terFileUploadJobTrigger(
+                        job_id=job_id,
+                        m3ter_conn_id=self.m3ter_conn_id,
+                        deadline=deadline,
+                        poll_interval=self.poll_interval,
+                    ),
+                    lambda: self._timed_out(job_id, limit.what),
+                    kwargs={"summary": summary},
+                )
                 return self._finish(first, summary)
-            return self._finish(self._wait(client, summary["job_id"]), summary)
+            return self._finish(self._wait(client, summary["job_id"], limit), summary)
+
+    def _timed_out(self, job_id: Any, what: str, detail: str = "") -> AirflowException:
+        """The wait's own timeout failure (a retry waits on the same job)."""
+        extra = f" ({detail})" if detail else ""
+        return AirflowException(
+            f"file-upload job {job_id} did not finish within {what}{extra}; a retry waits on the same job"
+        )
 
     def _resume(self, client: Any, store: Any) -> dict[str, Any] | None:
         """The summary of a previous try's upload to wait on, or None to upload afresh."""
@@ -220,7 +242,9 @@ class M3terFileUploadOperator(IntervalTemplatesGuard, BaseOperator):
             return None
         try:
             result = check_job(client, FILE_UPLOAD_JOB, job_id)
-        except M3terFinalError as error:
+        except M3terError as error:
+            if error.retryable:
+                raise
             self.log.warning(
                 "The job of a previous try (%s) cannot be read (%s): uploading afresh", job_id, error
             )
@@ -291,7 +315,7 @@ class M3terFileUploadOperator(IntervalTemplatesGuard, BaseOperator):
             return ticket.job_id
 
         retrying = Retrying(
-            retry=retry_if_exception_type(M3terTransientError),
+            retry=retry_if_exception(lambda error: getattr(error, "retryable", False)),
             stop=stop_after_attempt(self.upload_attempts),
             wait=wait_exponential(multiplier=1, max=30),
             sleep=self.sleep,
@@ -307,24 +331,23 @@ class M3terFileUploadOperator(IntervalTemplatesGuard, BaseOperator):
         :param context: the task context.
         """
 
-    def _wait(self, client: Any, job_id: str) -> CheckResult:
-        """Poll the job in this worker until it finishes or ``wait_timeout`` passes."""
-        deadline = time.monotonic() + self.wait_timeout
+    def _wait(self, client: Any, job_id: str, limit: WaitLimit) -> CheckResult:
+        """Poll the job in this worker until it finishes or the limit passes (each check within it)."""
         while True:
             try:
-                result = check_job(client, FILE_UPLOAD_JOB, job_id)
-            except M3terTransientError as error:
+                with limit.bounding():
+                    result = check_job(client, FILE_UPLOAD_JOB, job_id)
+            except M3terError as error:
+                if not error.retryable:
+                    raise
                 self.log.warning("m3ter stayed unavailable for this check (%s); checking again", error)
             else:
                 if result.done:
                     return result
                 self.log.info("%s", result.message)
-            remaining = deadline - time.monotonic()
+            remaining = limit.left()
             if remaining <= 0:
-                raise AirflowException(
-                    f"file-upload job {job_id} did not finish within {self.wait_timeout:.0f} s; "
-                    "a retry waits on the same job"
-                )
+                raise self._timed_out(job_id, limit.what)
             self.sleep(min(self.poll_interval, remaining))
 
     def execute_complete(
@@ -348,9 +371,8 @@ class M3terFileUploadOperator(IntervalTemplatesGuard, BaseOperator):
         if status == "done":
             return self._finish(CheckResult.from_dict(event["result"]), summary)
         if status == "timeout":
-            raise AirflowException(
-                f"file-upload job {summary.get('job_id')} did not finish within {self.wait_timeout:.0f} s "
-                f"({event.get('message')}); a retry waits on the same job"
+            raise self._timed_out(
+                summary.get("job_id"), f"the {self.wait_timeout:g} s wait_timeout", str(event.get("message"))
             )
         if status == "error":
             error: M3terError = error_from_dict(event["error"])

@@ -26,6 +26,7 @@ from typing import Any
 from airflow.triggers.base import BaseTrigger, TriggerEvent
 
 from airflow_provider_m3ter.client import errors as client_errors
+from airflow_provider_m3ter.client.deadline import time_limit
 from airflow_provider_m3ter.client.jobs import CheckResult
 from airflow_provider_m3ter.compat import aget_connection, mask_secret
 
@@ -118,14 +119,20 @@ class M3terPollingTrigger(BaseTrigger):
         """Seconds left until the deadline (negative once it has passed)."""
         return self.deadline - time.time()
 
+    def _bounded_check(self, client: Any) -> CheckResult:
+        """One check whose calls (retries included) end by the trigger's deadline."""
+        with time_limit(self.remaining(), "the wait's deadline"):
+            return self.check(client)
+
     async def _client(self) -> Any:
+        from airflow_provider_m3ter.client.auth import PROCESS_TOKENS
         from airflow_provider_m3ter.client.core import M3terClient
         from airflow_provider_m3ter.hooks.m3ter import M3terHook
 
         conn = await get_connection_async(self.m3ter_conn_id)
         # reading the connection's extras may talk to the supervisor synchronously: keep it off the loop
         settings = await asyncio.to_thread(M3terHook.settings_from_connection, conn)
-        return M3terClient(settings, on_secret=_mask_secret)
+        return M3terClient(settings, on_secret=_mask_secret, token_store=PROCESS_TOKENS)
 
     async def run(self) -> AsyncIterator[TriggerEvent]:
         """Poll until the check is done (``done``), the deadline passes (``timeout``) or m3ter
@@ -140,12 +147,12 @@ class M3terPollingTrigger(BaseTrigger):
                 return
             while True:
                 try:
-                    last = await asyncio.to_thread(self.check, client)
-                except client_errors.M3terTransientError as error:
-                    self.log.warning("m3ter stayed unavailable for this check (%s); polling again", error)
+                    last = await asyncio.to_thread(self._bounded_check, client)
                 except client_errors.M3terError as error:
-                    yield TriggerEvent({"status": "error", "error": error_to_dict(error)})
-                    return
+                    if not error.retryable:
+                        yield TriggerEvent({"status": "error", "error": error_to_dict(error)})
+                        return
+                    self.log.warning("m3ter stayed unavailable for this check (%s); polling again", error)
                 else:
                     if last.done:
                         yield TriggerEvent({"status": "done", "result": last.to_dict()})

@@ -7,7 +7,7 @@ from typing import Any
 from airflow_provider_m3ter.client.jobs import CheckResult, check_job, get_job_kind
 from airflow_provider_m3ter.triggers.base import M3terPollingTrigger
 
-__all__ = ["M3terBillJobTrigger", "M3terDataExportJobTrigger", "M3terFileUploadJobTrigger", "M3terJobTrigger"]
+__all__ = ["M3terFileUploadJobTrigger", "M3terJobTrigger"]
 
 
 class M3terJobTrigger(M3terPollingTrigger):
@@ -49,44 +49,18 @@ class M3terJobTrigger(M3terPollingTrigger):
         }
 
 
-class _FixedKindJobTrigger(M3terJobTrigger):
-    """A job trigger whose kind is fixed by the class (so it is not serialized)."""
+class M3terFileUploadJobTrigger(M3terJobTrigger):
+    """Wait for a measurements file-upload job (``M3terFileUploadOperator``'s deferral).
 
-    fixed_kind = ""
+    Takes the arguments of :class:`M3terJobTrigger` except ``job_kind`` (fixed, so not serialized).
+    """
 
     def __init__(self, **kwargs: Any) -> None:
         kwargs.pop("job_kind", None)
-        super().__init__(job_kind=self.fixed_kind, **kwargs)
+        super().__init__(job_kind="fileupload", **kwargs)
 
     def check_kwargs(self) -> dict[str, Any]:
         """Job id and the failed-rows rule (the kind is the class)."""
         kwargs = super().check_kwargs()
         del kwargs["job_kind"]
         return kwargs
-
-
-class M3terFileUploadJobTrigger(_FixedKindJobTrigger):
-    """Wait for a measurements file-upload job: ``succeeded`` or ``failed`` (optionally failed rows).
-
-    Takes the arguments of :class:`M3terJobTrigger` except ``job_kind``.
-    """
-
-    fixed_kind = "fileupload"
-
-
-class M3terBillJobTrigger(_FixedKindJobTrigger):
-    """Wait for a bill job: ``COMPLETE`` or ``CANCELLED``.
-
-    Takes the arguments of :class:`M3terJobTrigger` except ``job_kind``.
-    """
-
-    fixed_kind = "billjob"
-
-
-class M3terDataExportJobTrigger(_FixedKindJobTrigger):
-    """Wait for a data export job: ``SUCCEEDED`` or ``FAILED``.
-
-    Takes the arguments of :class:`M3terJobTrigger` except ``job_kind``.
-    """
-
-    fixed_kind = "dataexport"

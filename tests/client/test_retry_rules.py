@@ -22,12 +22,12 @@ from airflow_provider_m3ter.client import (
 from airflow_provider_m3ter.client.errors import error_for_status
 from airflow_provider_m3ter.client.retry import (
     CallState,
-    ClientStats,
     backoff_limit,
     build_retrying,
     parse_retry_after,
     throttle_wait,
 )
+from airflow_provider_m3ter.client.stats import ClientStats
 from tests.client.support import FakeTime
 
 EPOCH = 1_700_000_000.0

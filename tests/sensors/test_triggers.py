@@ -17,12 +17,7 @@ from airflow_provider_m3ter.sensors.jobs import M3terBillJobSensor
 from airflow_provider_m3ter.triggers.base import error_from_dict, error_to_dict
 from airflow_provider_m3ter.triggers.entity import M3terEntityTrigger
 from airflow_provider_m3ter.triggers.events import M3terIngestEventsTrigger
-from airflow_provider_m3ter.triggers.jobs import (
-    M3terBillJobTrigger,
-    M3terDataExportJobTrigger,
-    M3terFileUploadJobTrigger,
-    M3terJobTrigger,
-)
+from airflow_provider_m3ter.triggers.jobs import M3terFileUploadJobTrigger, M3terJobTrigger
 
 
 def import_string(classpath: str):
@@ -38,8 +33,7 @@ def _all_triggers(deadline: float) -> list:
     return [
         M3terJobTrigger(job_kind="billjob", job_id="j1", deadline=deadline, **COMMON),
         M3terFileUploadJobTrigger(job_id="f1", fail_on_failed_rows=True, deadline=deadline, **COMMON),
-        M3terBillJobTrigger(job_id="b1", deadline=deadline, **COMMON),
-        M3terDataExportJobTrigger(job_id="d1", deadline=deadline, **COMMON),
+        M3terJobTrigger(job_kind="dataexport", job_id="d1", deadline=deadline, **COMMON),
         M3terEntityTrigger(
             entity_kind="meter",
             code="api_calls",
@@ -60,7 +54,7 @@ def _all_triggers(deadline: float) -> list:
     ]
 
 
-@pytest.mark.parametrize("index", range(6))
+@pytest.mark.parametrize("index", range(5))
 def test_serialize_round_trips_through_json(index):
     trigger = _all_triggers(time.time() + 60)[index]
     classpath, kwargs = trigger.serialize()
@@ -72,7 +66,7 @@ def test_serialize_round_trips_through_json(index):
 
 
 def test_the_deadline_is_absolute_so_recreating_does_not_extend_it():
-    first = M3terBillJobTrigger(job_id="b1", deadline=time.time() + 30, **COMMON)
+    first = M3terJobTrigger(job_kind="billjob", job_id="b1", deadline=time.time() + 30, **COMMON)
     classpath, kwargs = first.serialize()
     before = first.remaining()
     time.sleep(0.3)
@@ -137,7 +131,7 @@ def _bill_job(emulator) -> str:
 def test_trigger_polls_until_the_job_finishes(m3ter_emulator, connection):
     m3ter_emulator.set_job_mode("time", 0.2)
     job_id = _bill_job(m3ter_emulator)
-    event = _run(M3terBillJobTrigger(job_id=job_id, deadline=time.time() + 20, **COMMON))
+    event = _run(M3terJobTrigger(job_kind="billjob", job_id=job_id, deadline=time.time() + 20, **COMMON))
     assert event["status"] == "done"
     assert event["result"]["state"] == "succeeded"
     assert event["result"]["detail"]["status"] == "COMPLETE"
@@ -150,7 +144,7 @@ def test_transient_errors_are_logged_and_polled_again(m3ter_emulator, connection
     job_id = _bill_job(m3ter_emulator)
     m3ter_emulator.advance_job(job_id, status="CANCELLED")
     m3ter_emulator.set_faults(sequence=["500", "502", "429"], path_regex=r"/billjobs/[^/]+$", retry_after="0")
-    event = _run(M3terBillJobTrigger(job_id=job_id, deadline=time.time() + 20, **COMMON))
+    event = _run(M3terJobTrigger(job_kind="billjob", job_id=job_id, deadline=time.time() + 20, **COMMON))
     assert event["status"] == "done"
     assert event["result"]["state"] == "failed"
     assert "ended with status CANCELLED" in event["result"]["message"]
@@ -161,7 +155,7 @@ def test_the_deadline_ends_the_wait_with_the_last_answer(m3ter_emulator, connect
     m3ter_emulator.set_job_mode("manual")
     job_id = _bill_job(m3ter_emulator)
     started = time.monotonic()
-    event = _run(M3terBillJobTrigger(job_id=job_id, deadline=time.time() + 0.3, **COMMON))
+    event = _run(M3terJobTrigger(job_kind="billjob", job_id=job_id, deadline=time.time() + 0.3, **COMMON))
     assert time.monotonic() - started < 5
     assert event["status"] == "timeout"
     assert event["last"]["state"] == "pending"
@@ -172,7 +166,7 @@ def test_transient_errors_until_the_deadline_still_end_in_timeout(m3ter_emulator
     m3ter_emulator.set_job_mode("manual")
     job_id = _bill_job(m3ter_emulator)
     m3ter_emulator.set_faults(rate=1.0, kinds=["500"], path_regex=r"/billjobs/[^/]+$")
-    event = _run(M3terBillJobTrigger(job_id=job_id, deadline=time.time() + 0.4, **COMMON))
+    event = _run(M3terJobTrigger(job_kind="billjob", job_id=job_id, deadline=time.time() + 0.4, **COMMON))
     assert event == {
         "status": "timeout",
         "message": "gave up waiting at the deadline (no answer yet)",
@@ -182,8 +176,11 @@ def test_transient_errors_until_the_deadline_still_end_in_timeout(m3ter_emulator
 
 def test_final_errors_end_the_trigger_with_an_error_event(m3ter_emulator, connection):
     event = _run(
-        M3terBillJobTrigger(
-            job_id="00000000-0000-0000-0000-000000000bad", deadline=time.time() + 20, **COMMON
+        M3terJobTrigger(
+            job_kind="billjob",
+            job_id="00000000-0000-0000-0000-000000000bad",
+            deadline=time.time() + 20,
+            **COMMON,
         )
     )
     assert event["status"] == "error"
@@ -195,7 +192,7 @@ def test_a_broken_connection_is_an_error_event(m3ter_emulator, monkeypatch):
     conn = m3ter_emulator.connection()
     del conn["extra"]["org_id"]
     monkeypatch.setenv("AIRFLOW_CONN_M3TER_DEFAULT", json.dumps(conn))
-    event = _run(M3terBillJobTrigger(job_id="b1", deadline=time.time() + 20, **COMMON))
+    event = _run(M3terJobTrigger(job_kind="billjob", job_id="b1", deadline=time.time() + 20, **COMMON))
     assert event["status"] == "error"
     assert event["error"]["type"] == "M3terConfigurationError"
     assert "org_id" in event["error"]["message"]
@@ -211,8 +208,8 @@ def test_cancelling_a_trigger_closes_its_client_and_touches_nothing_else(
     monkeypatch.setattr(M3terClient, "close", lambda self: (closed.append(True), original_close(self)))
 
     async def run_then_cancel():
-        trigger = M3terBillJobTrigger(
-            job_id=job_id, deadline=time.time() + 60, **{**COMMON, "poll_interval": 5}
+        trigger = M3terJobTrigger(
+            job_kind="billjob", job_id=job_id, deadline=time.time() + 60, **{**COMMON, "poll_interval": 5}
         )
         task = asyncio.ensure_future(anext(trigger.run()))
         await asyncio.sleep(0.5)

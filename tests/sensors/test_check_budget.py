@@ -1,0 +1,97 @@
+"""In-process companions of ``test_wait_bounds`` (fast, no DAG run): a sensor's poke and a trigger
+end at their wait's limit whatever m3ter answers, because each check's retries are bounded by the
+time the wait has left; and one sensor try uses one client and one token.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from typing import Any
+
+import pytest
+
+from airflow_provider_m3ter.sensors.jobs import M3terBillJobSensor
+from airflow_provider_m3ter.triggers.jobs import M3terJobTrigger
+
+try:  # Airflow 3.2+
+    from airflow.sdk.exceptions import AirflowSensorTimeout
+except ImportError:  # pragma: no cover - Airflow 3.0 / 3.1
+    from airflow.exceptions import AirflowSensorTimeout  # type: ignore[no-redef]
+
+WAIT = 3.0
+FAULTS = {
+    "errors": {"rate": 1.0, "kinds": ["500", "502", "504"]},
+    "throttled": {"rate": 1.0, "kinds": ["429"]},
+    "retry_after": {"rate": 1.0, "kinds": ["429"], "retry_after": "3600"},
+    "silence": {"latency_ms": 600_000},
+}
+
+
+@pytest.fixture
+def bill_job(m3ter_emulator: Any, monkeypatch: pytest.MonkeyPatch) -> str:
+    """A bill job that never finishes, with a connection that allows very long calls."""
+    conn = m3ter_emulator.connection()
+    conn["extra"].update({"timeout": 60, "max_attempts": 10, "deadline": 300, "max_wait": 60})
+    monkeypatch.setenv("AIRFLOW_CONN_M3TER_DEFAULT", json.dumps(conn))
+    m3ter_emulator.set_job_mode("manual")
+    from airflow_provider_m3ter.hooks.m3ter import M3terHook
+
+    hook = M3terHook()
+    try:
+        return str(hook.request("POST", "billjobs", json={"accountIds": ["acct-1"]})["id"])
+    finally:
+        hook.close()
+
+
+def _fault(emulator: Any, kind: str) -> None:
+    emulator.set_faults(**FAULTS[kind], path_regex=r"/billjobs/[^/]+$")
+
+
+@pytest.mark.parametrize("kind", list(FAULTS))
+def test_a_poking_sensor_ends_at_its_timeout_whatever_m3ter_answers(
+    m3ter_emulator: Any, bill_job: str, kind: str
+) -> None:
+    _fault(m3ter_emulator, kind)
+    sensor = M3terBillJobSensor(task_id=f"wait_{kind}", job_id=bill_job, timeout=WAIT, poke_interval=1)
+    started = time.monotonic()
+    with pytest.raises(AirflowSensorTimeout, match="timed out"):
+        sensor.execute({})
+    elapsed = time.monotonic() - started
+    assert WAIT - 0.2 <= elapsed <= WAIT + 1.5, elapsed
+    assert sensor._m3ter_hook is None  # the try's client was closed
+
+
+@pytest.mark.parametrize("kind", list(FAULTS))
+def test_a_trigger_ends_at_its_deadline_whatever_m3ter_answers(
+    m3ter_emulator: Any, bill_job: str, kind: str
+) -> None:
+    _fault(m3ter_emulator, kind)
+    trigger = M3terJobTrigger(
+        job_kind="billjob", job_id=bill_job, m3ter_conn_id="m3ter_default", deadline=time.time() + WAIT
+    )
+
+    async def first_event() -> Any:
+        async for event in trigger.run():
+            return event.payload
+        return None
+
+    started = time.monotonic()
+    event = asyncio.run(asyncio.wait_for(first_event(), timeout=30))
+    elapsed = time.monotonic() - started
+    assert event["status"] == "timeout", event
+    assert elapsed <= WAIT + 1.5, elapsed
+
+
+def test_every_poke_of_a_try_shares_one_client_and_one_token(m3ter_emulator: Any, bill_job: str) -> None:
+    before = m3ter_emulator.stats()["tokens_issued"]
+    sensor = M3terBillJobSensor(task_id="wait", job_id=bill_job, timeout=2.5, poke_interval=0.5)
+    with pytest.raises(AirflowSensorTimeout):
+        sensor.execute({})
+    stats = m3ter_emulator.stats()
+    polls = sum(stats["requests"]["GET /organizations/{orgId}/billjobs/{id}"].values())
+    assert polls >= 3
+    # the fixture's own client fetched the process's token: the sensor's pokes fetched none
+    assert stats["tokens_issued"] - before == 0
+    assert stats["tokens_issued"] == 1
