@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 import requests
 
 from airflow_provider_m3ter.client.errors import M3terConfigurationError, M3terError
+from airflow_provider_m3ter.client.redaction import register as register_secret
 
 __all__ = [
     "PROCESS_TOKENS",
@@ -29,6 +30,7 @@ __all__ = [
     "TokenSlot",
     "TokenStore",
     "basic_authorization",
+    "basic_credentials",
     "credential_problem",
     "read_token_response",
 ]
@@ -81,8 +83,16 @@ def basic_authorization(access_key_id: str, api_secret: str) -> str:
         problem = credential_problem(value, user_id=user_id)
         if problem:
             raise M3terConfigurationError(f"ClientSettings.{name} {problem}", field=name)
-    raw = f"{access_key_id}:{api_secret}".encode()
-    return "Basic " + base64.b64encode(raw).decode("ascii")
+    return "Basic " + basic_credentials(access_key_id, api_secret)
+
+
+def basic_credentials(access_key_id: str, api_secret: str) -> str:
+    """The base64 part of the Basic header (a secret as much as the API Secret itself).
+
+    :param access_key_id: the Access Key ID (already checked).
+    :param api_secret: the API Secret (already checked).
+    """
+    return base64.b64encode(f"{access_key_id}:{api_secret}".encode()).decode("ascii")
 
 
 class BasicAuth(requests.auth.AuthBase):
@@ -288,6 +298,7 @@ class TokenProvider:
 
     def _new_token(self) -> AccessToken:
         value, expires_in = self._fetch()
+        register_secret(value)
         if self._on_secret is not None:
             # Register before the token can reach any log line or exception.
             self._on_secret(value)

@@ -10,6 +10,8 @@ from __future__ import annotations
 import re
 from http import HTTPStatus
 
+from airflow_provider_m3ter.client.redaction import redact
+
 __all__ = [
     "M3terBreaksConfigurationError",
     "M3terConfigurationError",
@@ -65,7 +67,8 @@ class M3terError(Exception):
         self.status = status
         self.method = method
         self.path = path
-        self.message = message
+        # a server may echo what it was sent: no registered secret survives into the message
+        self.message = redact(message)
         self.attempts = attempts
         self.retry_after = retry_after
         self.note = note

@@ -17,6 +17,8 @@ from typing import Any, Literal
 from airflow_provider_m3ter.client.encoding import UidDeriver, encode
 from airflow_provider_m3ter.client.errors import M3terFinalError, M3terTransientError, error_for_status
 from airflow_provider_m3ter.client.measurements import FieldProblem, RowError, validate_measurement
+from airflow_provider_m3ter.client.redaction import redact, signed_url_pieces
+from airflow_provider_m3ter.client.redaction import register as register_secret
 
 __all__ = [
     "FILE_UPLOAD_MAX_BYTES",
@@ -216,6 +218,10 @@ class UploadTicket:
     headers: dict[str, str] = field(repr=False, default_factory=dict)
     issued_at: float = 0.0
 
+    def secret_pieces(self) -> list[str]:
+        """Every part of the URL and headers that grants access (register each with a log masker)."""
+        return signed_url_pieces(self.url, self.headers)
+
 
 def request_upload_url(
     client: Any, *, file_name: str, content_length: int, content_type: str = "application/json"
@@ -241,7 +247,10 @@ def request_upload_url(
             200, "POST", "fileuploads/measurements/generateUploadUrl", "answer has no jobId or url"
         )
     headers = {str(key): str(value) for key, value in (answer.get("headers") or {}).items()}
-    return UploadTicket(str(answer["jobId"]), str(answer["url"]), headers, time.monotonic())
+    ticket = UploadTicket(str(answer["jobId"]), str(answer["url"]), headers, time.monotonic())
+    # before the URL can reach urllib3's request line or an error message
+    register_secret(*ticket.secret_pieces())
+    return ticket
 
 
 def put_upload(
@@ -266,16 +275,21 @@ def put_upload(
         headers["Content-Type"] = "application/json"
     own_session = session is None
     http = requests.Session() if own_session else session
+    failure: str | None = None
     try:
         response = http.put(ticket.url, data=body, headers=headers, timeout=timeout)
     except requests.RequestException as exc:
-        # the exception text can contain the signed URL: keep only its class
-        raise M3terTransientError(None, "PUT", where, f"upload failed ({type(exc).__name__})") from None
+        # its text holds the signed URL: keep only the class, and raise outside this block so the
+        # new error does not carry it along as __context__ either
+        failure = type(exc).__name__
     finally:
         if own_session:
             http.close()
+    if failure is not None:
+        raise M3terTransientError(None, "PUT", where, f"upload failed ({failure})")
     if response.status_code >= 400:
-        text = (response.text or "").strip().replace(ticket.url, where)[:300]
+        # storage services echo signature parts in their error bodies (S3's SignatureProvided ...)
+        text = redact((response.text or "").strip().replace(ticket.url, where))[:300]
         raise error_for_status(
             response.status_code, "PUT", where, text or response.reason or "upload refused"
         )

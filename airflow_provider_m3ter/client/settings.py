@@ -7,9 +7,10 @@ import math
 from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
-from airflow_provider_m3ter.client.auth import credential_problem
+from airflow_provider_m3ter.client.auth import basic_credentials, credential_problem
 from airflow_provider_m3ter.client.errors import M3terConfigurationError
 from airflow_provider_m3ter.client.paths import uuid_segment
+from airflow_provider_m3ter.client.redaction import install_log_redaction, register
 
 __all__ = ["ClientSettings", "is_loopback_host"]
 
@@ -91,6 +92,10 @@ class ClientSettings:
             if problem:
                 # names the field, never the value
                 raise M3terConfigurationError(f"ClientSettings.{name} {problem}", field=name)
+        # from here on the secret and its Basic-header form are redacted from the HTTP stack's logs
+        # and from every client error message (Airflow's masker is the hook's business)
+        install_log_redaction()
+        register(self.api_secret, basic_credentials(self.access_key_id, self.api_secret))
         for name in ("config_url", "ingest_url"):
             object.__setattr__(self, name, self._checked_url(name, getattr(self, name)))
         self._check_number("timeout", self.timeout, minimum=0.0, exclusive=True)

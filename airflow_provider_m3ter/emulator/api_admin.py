@@ -127,6 +127,30 @@ async def set_faults(request: Request) -> Response:
     return json_response(state.faults.describe())
 
 
+@router.get("/secrets")
+async def issued_secrets(request: Request) -> Response:
+    """Every credential this emulator handed out: access tokens, upload URL tokens and signing headers.
+
+    For secret-scanning tests: what must never appear in a client's logs, errors or XComs.
+
+    :param request: the incoming request.
+    """
+    state = state_of(request)
+    uploads = list(state.uploads.items())
+    return json_response(
+        {
+            "access_tokens": list(state.tokens),
+            "upload_tokens": [token for token, _ in uploads],
+            "upload_headers": [
+                value
+                for _, upload in uploads
+                for name, value in upload["headers"].items()
+                if name.lower() != "content-type"
+            ],
+        }
+    )
+
+
 @router.get("/limits")
 async def get_limits(request: Request) -> Response:
     """The active rate limits.

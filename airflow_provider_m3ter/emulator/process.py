@@ -120,6 +120,11 @@ class Emulator:
         result: dict[str, Any] = self.admin("POST", "limits", body)
         return result
 
+    def secrets(self) -> dict[str, list[str]]:
+        """Every credential handed out so far: ``access_tokens``, ``upload_tokens``, ``upload_headers``."""
+        result: dict[str, list[str]] = self.admin("GET", "secrets")
+        return result
+
     def expire_tokens(self) -> None:
         """Make every issued token expired (its next use gets 403)."""
         self.admin("POST", "tokens/expire")

@@ -14,8 +14,8 @@ from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
-from airflow_provider_m3ter.client import ClientSettings, M3terClient
-from airflow_provider_m3ter.client.auth import PROCESS_TOKENS
+from airflow_provider_m3ter.client import ClientSettings, M3terClient, redaction
+from airflow_provider_m3ter.client.auth import PROCESS_TOKENS, basic_credentials
 from airflow_provider_m3ter.client.errors import M3terError
 from airflow_provider_m3ter.compat import BaseHook, mask_secret
 from airflow_provider_m3ter.connection_form import CONN_FIELDS, UI_FIELD_BEHAVIOUR
@@ -25,7 +25,7 @@ from airflow_provider_m3ter.hooks.settings import schema_kind, settings_from_con
 if TYPE_CHECKING:
     from airflow.sdk import Connection
 
-__all__ = ["M3terHook", "register_secret"]
+__all__ = ["M3terHook", "register_secret", "register_settings_secrets"]
 
 
 def register_secret(value: str) -> None:
@@ -33,7 +33,19 @@ def register_secret(value: str) -> None:
 
     :param value: the secret; empty values are ignored.
     """
-    mask_secret(value)
+    if value:
+        mask_secret(value)
+        # the client's own redaction (urllib3/requests logs, error messages) learns it too
+        redaction.register(value)
+
+
+def register_settings_secrets(settings: ClientSettings) -> None:
+    """Register the API secret and its HTTP Basic form (base64 of ``id:secret``) with the masker.
+
+    :param settings: the client settings whose credentials are about to be used.
+    """
+    register_secret(settings.api_secret)
+    register_secret(basic_credentials(settings.access_key_id, settings.api_secret))
 
 
 class M3terHook(BaseHook):
@@ -112,7 +124,7 @@ class M3terHook(BaseHook):
             with self.translate_errors():
                 conn = self.get_connection(self.m3ter_conn_id)
                 settings = self.settings_from_connection(conn)
-            register_secret(settings.api_secret)
+            register_settings_secrets(settings)
             if self.limit_share < 1:
                 from airflow_provider_m3ter.hooks.pool_pacing import shared_settings
 
@@ -202,7 +214,7 @@ class M3terHook(BaseHook):
             settings = self.settings_from_connection(conn)
         except Exception as error:
             return False, describe_error(error)
-        register_secret(settings.api_secret)
+        register_settings_secrets(settings)
         quick = dataclasses.replace(
             settings, max_attempts=min(settings.max_attempts, 2), deadline=min(settings.deadline, 30.0)
         )

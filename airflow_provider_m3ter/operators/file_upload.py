@@ -30,7 +30,7 @@ from airflow_provider_m3ter.client.file_upload import (
     request_upload_url,
 )
 from airflow_provider_m3ter.client.jobs import FILE_UPLOAD_JOB, CheckResult, check_job, evaluate_job
-from airflow_provider_m3ter.compat import AirflowException, AirflowFailException, mask_secret
+from airflow_provider_m3ter.compat import AirflowException, AirflowFailException
 from airflow_provider_m3ter.exceptions import M3terCheckFailure, to_airflow_failure
 from airflow_provider_m3ter.links import M3terConsoleLink, link_task_to_console
 from airflow_provider_m3ter.manual_runs import IntervalTemplatesGuard
@@ -295,7 +295,11 @@ class M3terFileUploadOperator(IntervalTemplatesGuard, BaseOperator):
         def attempt() -> str:
             # the URL expires a minute after it is issued: ask for it only now
             ticket = request_upload_url(client, file_name=file_name, content_length=scan.content_length)
-            _mask(ticket.url, *ticket.headers.values())
+            from airflow_provider_m3ter.hooks.m3ter import register_secret
+
+            # every part that grants access, not only the whole URL (urllib3 logs the path alone)
+            for piece in ticket.secret_pieces():
+                register_secret(piece)
             record = {
                 "job_id": ticket.job_id,
                 "phase": "url_issued",
@@ -407,11 +411,3 @@ def _summary(file_name: str, scan: FileScan) -> dict[str, Any]:
         "rejected": scan.rejected,
         "content_length": scan.content_length,
     }
-
-
-def _mask(*secrets: str) -> None:
-    """Register the signed URL and its headers with Airflow's log masker."""
-    for secret in secrets:
-        # short header values (a content type) would mask ordinary words in every log line
-        if secret and len(secret) >= 16:
-            mask_secret(secret)

@@ -28,7 +28,7 @@ from airflow.triggers.base import BaseTrigger, TriggerEvent
 from airflow_provider_m3ter.client import errors as client_errors
 from airflow_provider_m3ter.client.deadline import time_limit
 from airflow_provider_m3ter.client.jobs import CheckResult
-from airflow_provider_m3ter.compat import aget_connection, mask_secret
+from airflow_provider_m3ter.compat import aget_connection
 
 __all__ = ["M3terPollingTrigger", "error_from_dict", "error_to_dict", "get_connection_async"]
 
@@ -127,12 +127,14 @@ class M3terPollingTrigger(BaseTrigger):
     async def _client(self) -> Any:
         from airflow_provider_m3ter.client.auth import PROCESS_TOKENS
         from airflow_provider_m3ter.client.core import M3terClient
-        from airflow_provider_m3ter.hooks.m3ter import M3terHook
+        from airflow_provider_m3ter.hooks.m3ter import M3terHook, register_secret, register_settings_secrets
 
         conn = await get_connection_async(self.m3ter_conn_id)
         # reading the connection's extras may talk to the supervisor synchronously: keep it off the loop
         settings = await asyncio.to_thread(M3terHook.settings_from_connection, conn)
-        return M3terClient(settings, on_secret=_mask_secret, token_store=PROCESS_TOKENS)
+        # the triggerer's logs are masked too: the API secret before any request, then each token
+        register_settings_secrets(settings)
+        return M3terClient(settings, on_secret=register_secret, token_store=PROCESS_TOKENS)
 
     async def run(self) -> AsyncIterator[TriggerEvent]:
         """Poll until the check is done (``done``), the deadline passes (``timeout``) or m3ter
@@ -170,8 +172,3 @@ class M3terPollingTrigger(BaseTrigger):
             if client is not None:
                 # the client is ours; the job or entity being watched is not, so nothing else is touched
                 client.close()
-
-
-def _mask_secret(secret: str) -> None:
-    """Register a new access token with Airflow's log masker."""
-    mask_secret(secret)

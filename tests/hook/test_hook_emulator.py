@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import json
 import socket
 import time
@@ -77,9 +78,10 @@ def test_secret_and_every_token_are_registered_with_the_masker(
     tokens = {t for t in sent if t and not t.startswith("Basic")}
     assert len(tokens) == 2
     assert m3ter_emulator.stats()["tokens_issued"] == 2
-    assert registered[0] == m3ter_emulator.api_secret
-    assert set(registered[1:]) == tokens
-    for value in (m3ter_emulator.api_secret, *tokens):
+    basic = base64.b64encode(f"{m3ter_emulator.access_key_id}:{m3ter_emulator.api_secret}".encode()).decode()
+    assert registered[:2] == [m3ter_emulator.api_secret, basic]  # the secret, and the Basic header's form
+    assert set(registered[2:]) == tokens
+    for value in (m3ter_emulator.api_secret, basic, *tokens):
         assert redact(f"value={value}") == "value=***"
 
 

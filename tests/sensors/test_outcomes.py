@@ -72,7 +72,8 @@ def test_kind_lookup_and_id_validation_name_the_problem():
         get_entity_kind("pricing")
     with pytest.raises(ValueError, match="bill job id must be"):
         BILL_JOB.url_path("../meters")
-    assert BILL_JOB.url_path("abc-123") == "billjobs/abc-123"
+    job_id = "0f0e0d0c-0b0a-4908-8706-050403020100"
+    assert BILL_JOB.url_path(job_id) == f"billjobs/{job_id}"
 
 
 def test_check_result_round_trips_and_rejects_unknown_states():
