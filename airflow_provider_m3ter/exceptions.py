@@ -27,14 +27,7 @@ if TYPE_CHECKING:
     from airflow_provider_m3ter.client.errors import M3terError
     from airflow_provider_m3ter.client.jobs import CheckResult
 
-__all__ = [
-    "M3terCheckFailure",
-    "M3terFailure",
-    "M3terFinalFailure",
-    "M3terTransientFailure",
-    "describe_error",
-    "to_airflow_failure",
-]
+__all__ = ["M3terCheckFailure", "M3terFailure", "M3terFinalFailure", "M3terTransientFailure"]
 
 
 def _redact(text: str) -> str:

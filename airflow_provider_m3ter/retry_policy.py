@@ -49,7 +49,7 @@ from airflow_provider_m3ter.compat import RETRY_POLICY_SUPPORTED, RetryDecision,
 if TYPE_CHECKING:
     from airflow.sdk.definitions.context import Context
 
-__all__ = ["RETRY_POLICY_SUPPORTED", "M3terRetryPolicy", "find_m3ter_error"]
+__all__ = ["RETRY_POLICY_SUPPORTED", "M3terRetryPolicy"]
 
 _SERIALIZED_TYPE = "airflow_provider_m3ter.retry_policy.M3terRetryPolicy"
 

@@ -37,7 +37,7 @@ from urllib3.connection import HTTPConnection, HTTPSConnection
 from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
 from urllib3.exceptions import ConnectTimeoutError, NameResolutionError
 
-__all__ = ["AttemptWatchdog", "WatchedAdapter", "time_left", "time_limit"]
+__all__ = ["time_limit"]
 
 # absolute end of the innermost budget, on the time.monotonic() scale (None: no budget)
 # and what it is, in words, for messages

@@ -10,7 +10,15 @@
 | other 4XX | never retried |
 
 ``n`` counts earlier outcomes of the same kind in the call. Retrying stops after ``max_attempts``
-sends (the token retry is extra) or when the next wait would pass the call's deadline.
+sends (the token retry is extra) or when the next wait would pass the call's time limit (its
+``deadline``, or less when an enclosing wait has less time left).
+
+Whether an outcome is retryable is decided here once (:func:`network_error_retryable` and
+:func:`outcome_kind`); the error raised afterwards carries the verdict as ``retryable``. The
+``Retrying`` is plain functions handed to tenacity (no subclasses): a predicate, a wait that
+honours ``Retry-After`` and the 1 s / 3 s / 9 s rule, and a stop that is an attempt count or a
+deadline-aware check. What a call has seen is counted inside :func:`build_retrying`, for that call
+only, and nothing else changes it.
 """
 
 from __future__ import annotations
@@ -25,22 +33,12 @@ from email.utils import parsedate_to_datetime
 from typing import Any
 
 import requests
-from tenacity import RetryCallState, Retrying, retry_base
-from tenacity.stop import stop_base
-from tenacity.wait import wait_base
+from tenacity import RetryCallState, Retrying
 
 from airflow_provider_m3ter.client.errors import reason_phrase
 from airflow_provider_m3ter.client.stats import ClientStats
 
-__all__ = [
-    "NETWORK_ERRORS",
-    "CallState",
-    "backoff_limit",
-    "build_retrying",
-    "network_error_retryable",
-    "parse_retry_after",
-    "throttle_wait",
-]
+__all__: list[str] = []  # internal: the client applies these rules; nothing here is for users
 
 log = logging.getLogger("airflow_provider_m3ter.client")
 
@@ -110,7 +108,10 @@ def backoff_limit(n: int, max_wait: float) -> float:
 
 @dataclass
 class CallState:
-    """What one logical call has seen so far; the retry rules read and update it.
+    """One logical call: where it goes, its limits, and what the transport knows about its sends.
+
+    The transport writes ``attempts``, ``token``, ``token_fresh`` and ``retry_after`` (facts about
+    the sends); the retry rules keep their own counts and only write ``stop_reason``.
 
     :param method: HTTP method, for logs and errors.
     :param path: URL path, for logs and errors.
@@ -129,9 +130,6 @@ class CallState:
     authenticated: bool = True
     refresh_on_403: bool = True
     attempts: int = 0
-    throttled: int = 0
-    failures: int = 0
-    token_refreshed: bool = False
     token_serial_at_start: int = 0
     token_fresh: bool = False
     token: str | None = field(default=None, repr=False)
@@ -140,14 +138,11 @@ class CallState:
     limit: str = "the deadline"
 
     def token_may_refresh(self) -> bool:
-        """Whether a 403 now should cause the call's one token refresh and retry.
+        """Whether a 403 with the token just used may mean it expired (so one refresh is worth it).
 
-        Only a token that may have expired earns it: one fetched during this very call cannot
-        have, so a 403 with it is final at once.
+        A token fetched during this very call cannot have expired, so a 403 with it is final.
         """
-        return (
-            self.authenticated and self.refresh_on_403 and not self.token_refreshed and not self.token_fresh
-        )
+        return self.authenticated and self.refresh_on_403 and not self.token_fresh
 
 
 def network_error_retryable(exc: BaseException | None) -> bool:
@@ -159,8 +154,13 @@ def network_error_retryable(exc: BaseException | None) -> bool:
     return isinstance(exc, NETWORK_ERRORS) and not isinstance(exc, requests.exceptions.SSLError)
 
 
-def _kind(rs: RetryCallState, call: CallState) -> str:
-    """Classify an attempt's outcome: ok, network, server, throttled, token or final."""
+def outcome_kind(rs: RetryCallState, *, token_retry_left: bool) -> str:
+    """An attempt's outcome as one word: ``ok``, ``network``, ``server``, ``throttled``, ``token``
+    (a 403 worth the one token refresh) or ``final``.
+
+    :param rs: tenacity's state after the attempt.
+    :param token_retry_left: a 403 may still earn the call's one token refresh.
+    """
     outcome = rs.outcome
     assert outcome is not None
     if outcome.failed:
@@ -170,58 +170,18 @@ def _kind(rs: RetryCallState, call: CallState) -> str:
         return "throttled"
     if status >= 500:
         return "server"
-    if status == 403 and call.token_may_refresh():
+    if status == 403 and token_retry_left:
         return "token"
     return "ok" if status < 400 else "final"
 
 
-class retry_if_m3ter_transient(retry_base):  # tenacity's naming style
-    """Retry 5XX, 429, network failures, and the one 403 token refresh of a call."""
-
-    def __init__(self, call: CallState) -> None:
-        self.call = call
-
-    def __call__(self, retry_state: RetryCallState) -> bool:
-        return _kind(retry_state, self.call) in ("network", "server", "throttled", "token")
-
-
-class wait_m3ter(wait_base):  # tenacity's naming style
-    """Wait per the table in this module's docstring (429 schedule, full-jitter back-off, 0 for a token)."""
-
-    def __init__(self, call: CallState, max_wait: float, rng: random.Random) -> None:
-        self.call = call
-        self.max_wait = max_wait
-        self.rng = rng
-
-    def __call__(self, retry_state: RetryCallState) -> float:
-        kind = _kind(retry_state, self.call)
-        if kind == "token":
-            return 0.0
-        if kind == "throttled":
-            return throttle_wait(self.call.throttled - 1, self.call.retry_after, self.max_wait)
-        return self.rng.uniform(0.0, backoff_limit(self.call.failures - 1, self.max_wait))
-
-
-class stop_m3ter(stop_base):  # tenacity's naming style
-    """Stop after ``max_attempts`` transient sends, or when the next wait would pass the deadline."""
-
-    def __init__(self, call: CallState, clock: Callable[[], float]) -> None:
-        self.call = call
-        self.clock = clock
-
-    def __call__(self, retry_state: RetryCallState) -> bool:
-        if _kind(retry_state, self.call) == "token":
-            return False  # the one token refresh is always allowed
-        sends = self.call.attempts - (1 if self.call.token_refreshed else 0)
-        if sends >= self.call.max_attempts:
-            self.call.stop_reason = f"gave up after {self.call.max_attempts} attempts"
-            return True
-        wait = retry_state.upcoming_sleep
-        if self.clock() + wait >= self.call.deadline_at:
-            if self.call.stop_reason is None:
-                self.call.stop_reason = f"gave up: a further {wait:.1f} s wait would pass {self.call.limit}"
-            return True
-        return False
+def _retry_after_of(rs: RetryCallState) -> float | None:
+    """The ``Retry-After`` of the attempt's response, in seconds, if it sent one."""
+    outcome = rs.outcome
+    if outcome is None or outcome.failed:
+        return None
+    headers = getattr(outcome.result(), "headers", None) or {}
+    return parse_retry_after(headers.get("Retry-After"), date_header=headers.get("Date"))
 
 
 def _describe(rs: RetryCallState) -> str:
@@ -238,7 +198,6 @@ def build_retrying(
     call: CallState,
     *,
     max_wait: float,
-    limit: str,
     sleep: Callable[[float], None],
     clock: Callable[[], float],
     rng: random.Random,
@@ -250,20 +209,62 @@ def build_retrying(
     When retrying stops, the last outcome is returned (a response) or re-raised (a network error),
     so the caller turns it into the right :class:`~airflow_provider_m3ter.client.M3terError`.
 
-    :param call: the call's state, shared with the function being retried.
+    :param call: the call (its limit, and the token the last send used).
     :param max_wait: cap of one wait.
-    :param limit: the call's time limit in words, for messages.
     :param sleep: how to wait.
     :param clock: monotonic clock.
     :param rng: random source for the jitter.
     :param stats: counters to update.
     :param on_token_rejected: called with the rejected token before the refresh retry.
     """
+    # what this call has seen, by kind; each attempt is classified once (tenacity asks several times)
+    seen = {"throttled": 0, "server": 0, "network": 0, "token": 0}
+    kinds: dict[int, str] = {}
+
+    def kind(rs: RetryCallState) -> str:
+        found = kinds.get(rs.attempt_number)
+        if found is None:
+            found = outcome_kind(rs, token_retry_left=call.token_may_refresh() and not seen["token"])
+            kinds[rs.attempt_number] = found
+            if found in seen:
+                seen[found] += 1
+        return found
+
+    def is_transient(rs: RetryCallState) -> bool:
+        return kind(rs) in seen
+
+    def wait(rs: RetryCallState) -> float:
+        """0 for the token refresh; 1, 3, 9 ... s (at least ``Retry-After``) for 429; full jitter else."""
+        found = kind(rs)
+        if found == "token":
+            return 0.0
+        if found == "throttled":
+            return throttle_wait(seen["throttled"] - 1, _retry_after_of(rs), max_wait)
+        return rng.uniform(0.0, backoff_limit(seen["server"] + seen["network"] - 1, max_wait))
+
+    def sends(rs: RetryCallState) -> int:
+        return rs.attempt_number - seen["token"]
+
+    def out_of_attempts(rs: RetryCallState) -> bool:
+        if kind(rs) == "token":
+            return False  # the one token refresh is always allowed
+        if sends(rs) >= call.max_attempts:
+            call.stop_reason = f"gave up after {call.max_attempts} attempts"
+            return True
+        return False
+
+    def wait_would_pass_the_limit(rs: RetryCallState) -> bool:
+        if kind(rs) == "token":
+            return False
+        upcoming = rs.upcoming_sleep
+        if clock() + upcoming >= call.deadline_at:
+            if call.stop_reason is None:
+                call.stop_reason = f"gave up: a further {upcoming:.1f} s wait would pass {call.limit}"
+            return True
+        return False
 
     def before_sleep(rs: RetryCallState) -> None:
-        wait = rs.upcoming_sleep
-        if _kind(rs, call) == "token":
-            call.token_refreshed = True
+        if kind(rs) == "token":
             if call.token is not None:
                 on_token_rejected(call.token)
             stats.add(retries=1)
@@ -272,19 +273,19 @@ def build_retrying(
                 "fetching a new token and retrying once",
                 call.method,
                 call.path,
-                rs.attempt_number,
+                sends(rs),
                 call.max_attempts,
             )
             return
-        stats.add_wait(wait)
+        stats.add_wait(rs.upcoming_sleep)
         log.warning(
             "m3ter %s for %s %s (attempt %d/%d); retrying in %.2f s",
             _describe(rs),
             call.method,
             call.path,
-            call.attempts - (1 if call.token_refreshed else 0),
+            sends(rs),
             call.max_attempts,
-            wait,
+            rs.upcoming_sleep,
         )
 
     def give_up(rs: RetryCallState) -> Any:
@@ -295,9 +296,9 @@ def build_retrying(
         return rs.outcome.result()
 
     return Retrying(
-        retry=retry_if_m3ter_transient(call),
-        wait=wait_m3ter(call, max_wait, rng),
-        stop=stop_m3ter(call, clock),
+        retry=is_transient,
+        wait=wait,
+        stop=lambda rs: out_of_attempts(rs) or wait_would_pass_the_limit(rs),
         sleep=lambda seconds: sleep(seconds) if seconds > 0 else None,
         before_sleep=before_sleep,
         retry_error_callback=give_up,

@@ -47,7 +47,7 @@ from airflow_provider_m3ter.client.retry import (
 from airflow_provider_m3ter.client.settings import ClientSettings
 from airflow_provider_m3ter.client.stats import ClientStats
 
-__all__ = ["USER_AGENT", "Api", "Transport", "encode_json"]
+__all__: list[str] = []  # internal: M3terClient is the public face
 
 log = logging.getLogger("airflow_provider_m3ter.client")
 
@@ -253,7 +253,6 @@ class Transport:
         retrying = build_retrying(
             call,
             max_wait=self.settings.max_wait,
-            limit=call.limit,
             sleep=self._sleep,
             clock=self._clock,
             rng=self._rng,
@@ -304,7 +303,6 @@ class Transport:
         self.stats.add(attempts=1)
         left = call.deadline_at - self._clock()
         if left <= 0:
-            call.failures += 1
             call.stop_reason = f"{call.limit} passed before the attempt could start"
             raise requests.exceptions.Timeout("no time left for another attempt")
         # each connect and read waits at most the time left; the watchdog ends the whole attempt then
@@ -330,15 +328,11 @@ class Transport:
                         raise requests.exceptions.Timeout("no complete answer in time") from None
                     raise
         except NETWORK_ERRORS as exc:
-            call.failures += 1
             log.debug("%s %s attempt %d: %s", method, call.path, call.attempts, type(exc).__name__)
             raise
         status = response.status_code
         if status == 429:
-            call.throttled += 1
             self.stats.add(throttled=1)
-        elif status >= 500:
-            call.failures += 1
         call.retry_after = parse_retry_after(
             response.headers.get("Retry-After"), date_header=response.headers.get("Date")
         )

@@ -47,7 +47,7 @@ if TYPE_CHECKING:
 
     from airflow_provider_m3ter.hooks.m3ter import M3terHook
 
-__all__ = ["M3terBaseSensor", "WaitLimit", "default_deferrable"]
+__all__ = ["M3terBaseSensor"]
 
 # the triggerer's own timeout fires only if the trigger's deadline event somehow does not
 _DEFER_TIMEOUT_GRACE = 120.0

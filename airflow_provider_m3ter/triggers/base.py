@@ -30,7 +30,7 @@ from airflow_provider_m3ter.client.deadline import time_limit
 from airflow_provider_m3ter.client.jobs import CheckResult
 from airflow_provider_m3ter.compat import aget_connection
 
-__all__ = ["M3terPollingTrigger", "error_from_dict", "error_to_dict", "get_connection_async"]
+__all__ = ["M3terPollingTrigger"]
 
 _ERROR_FIELDS = ("status", "method", "path", "message", "attempts", "retry_after")
 

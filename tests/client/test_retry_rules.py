@@ -121,19 +121,13 @@ def _run(
         call.token = f"token-{call.attempts}"
         item = next(script)
         if isinstance(item, BaseException):
-            call.failures += 1
             raise item
         assert isinstance(item, _Response)
-        if item.status_code == 429:
-            call.throttled += 1
-        elif item.status_code >= 500:
-            call.failures += 1
         return item
 
     retrying = build_retrying(
         call,
         max_wait=max_wait,
-        limit=call.limit,
         sleep=fake.sleep,
         clock=fake.clock,
         rng=random.Random(7),
