@@ -95,3 +95,46 @@ def test_every_poke_of_a_try_shares_one_client_and_one_token(m3ter_emulator: Any
     # the fixture's own client fetched the process's token: the sensor's pokes fetched none
     assert stats["tokens_issued"] - before == 0
     assert stats["tokens_issued"] == 1
+
+
+def test_a_long_poke_interval_does_not_sleep_past_the_timeout(m3ter_emulator: Any, bill_job: str) -> None:
+    # Airflow's own loop would sleep the whole 60 s interval before noticing the 2 s timeout
+    sensor = M3terBillJobSensor(task_id="wait", job_id=bill_job, timeout=2, poke_interval=60)
+    started = time.monotonic()
+    with pytest.raises(AirflowSensorTimeout):
+        sensor.execute({})
+    assert time.monotonic() - started <= 3.5
+
+
+def test_a_token_refresh_into_a_silent_token_endpoint_ends_at_the_timeout(
+    m3ter_emulator: Any, bill_job: str
+) -> None:
+    # the process's token expires; the refresh meets a token endpoint that never answers
+    m3ter_emulator.expire_tokens()
+    m3ter_emulator.set_faults(latency_ms=600_000, target="token")
+    sensor = M3terBillJobSensor(task_id="wait", job_id=bill_job, timeout=WAIT, poke_interval=1)
+    started = time.monotonic()
+    with pytest.raises(AirflowSensorTimeout):
+        sensor.execute({})
+    assert WAIT - 0.2 <= time.monotonic() - started <= WAIT + 1.5
+
+
+def test_a_trigger_recreated_after_its_deadline_ends_at_once_without_calling_m3ter(
+    m3ter_emulator: Any, bill_job: str
+) -> None:
+    before = m3ter_emulator.stats()["requests"].get("GET /organizations/{orgId}/billjobs/{id}", {})
+    trigger = M3terJobTrigger(
+        job_kind="billjob", job_id=bill_job, m3ter_conn_id="m3ter_default", deadline=time.time() - 60
+    )
+
+    async def first_event() -> Any:
+        async for event in trigger.run():
+            return event.payload
+        return None
+
+    started = time.monotonic()
+    event = asyncio.run(asyncio.wait_for(first_event(), timeout=30))
+    assert event["status"] == "timeout"
+    assert time.monotonic() - started < 1.0
+    after = m3ter_emulator.stats()["requests"].get("GET /organizations/{orgId}/billjobs/{id}", {})
+    assert after == before
