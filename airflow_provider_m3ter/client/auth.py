@@ -280,6 +280,11 @@ class TokenProvider:
         """Return a usable token, fetching a new one first if needed (once, whatever the threads)."""
         return self.get_token().value
 
+    def cached(self) -> AccessToken | None:
+        """The cached token if it is still usable (no fetch, no lock), else ``None``."""
+        token = self._token
+        return token if token is not None and token is self._seen and self._usable(token) else None
+
     def get_token(self) -> AccessToken:
         """Like :meth:`get`, but the whole :class:`AccessToken` (its ``serial`` tells how new it is)."""
         token = self._token

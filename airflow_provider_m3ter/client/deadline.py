@@ -75,13 +75,24 @@ def time_left() -> tuple[float, str] | None:
 class _Attempt:
     """One HTTP attempt under watch: its end time and the sockets it uses."""
 
-    __slots__ = ("conn", "end", "fired", "raw")
+    __slots__ = ("conn", "end", "fired", "previous", "raw", "watchdog")
 
-    def __init__(self, end: float) -> None:
+    def __init__(self, end: float, watchdog: AttemptWatchdog) -> None:
         self.end = end
         self.fired = False
         self.conn: Any = None
         self.raw: socket.socket | None = None  # a dup of a new connection's socket (TLS wraps detach it)
+        self.watchdog = watchdog
+        self.previous: _Attempt | None = None
+
+    def __enter__(self) -> _Attempt:
+        self.previous = getattr(_current, "attempt", None)
+        _current.attempt = self
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        _current.attempt = self.previous
+        self.watchdog._finish(self)
 
     def attach(self, conn: Any, sock: socket.socket | None) -> None:
         self.conn = conn
@@ -119,31 +130,28 @@ class AttemptWatchdog:
         self._counter = itertools.count()
         self._thread: threading.Thread | None = None
 
-    @contextmanager
-    def watch(self, seconds: float) -> Iterator[_Attempt]:
-        """Watch the HTTP attempt made inside the block; it is cut off ``seconds`` from now.
+    def watch(self, seconds: float) -> _Attempt:
+        """Watch the HTTP attempt made inside ``with watchdog.watch(seconds) as attempt:``; it is cut
+        off ``seconds`` from now (``attempt.fired`` then says so).
 
         :param seconds: the attempt's time limit.
-        :return: (as the ``with`` target) the attempt; its ``fired`` says whether it was cut off.
         """
-        attempt = _Attempt(time.monotonic() + max(0.0, seconds))
+        attempt = _Attempt(time.monotonic() + max(0.0, seconds), self)
         with self._lock:
             if self._thread is None or not self._thread.is_alive():
                 self._thread = threading.Thread(target=self._run, name="m3ter-attempt-watchdog", daemon=True)
                 self._thread.start()
-            earliest = self._heap[0][0] if self._heap else None
-            heapq.heappush(self._heap, (attempt.end, next(self._counter), attempt))
-            if earliest is None or attempt.end < earliest:
+            heap = self._heap
+            if not heap or attempt.end < heap[0][0]:
                 self._lock.notify()
-        previous = getattr(_current, "attempt", None)
-        _current.attempt = attempt
-        try:
-            yield attempt
-        finally:
-            _current.attempt = previous
-            attempt.end = float("-inf")  # done: the watchdog drops it when it next looks
-            with self._lock:
-                attempt.conn = None
+            heapq.heappush(heap, (attempt.end, next(self._counter), attempt))
+        return attempt
+
+    def _finish(self, attempt: _Attempt) -> None:
+        attempt.end = float("-inf")  # done: the watchdog drops it when its slot comes up
+        with self._lock:
+            attempt.conn = None
+            if attempt.raw is not None:
                 attempt.release()
 
     def _run(self) -> None:

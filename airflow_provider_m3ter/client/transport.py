@@ -90,6 +90,7 @@ class Transport:
         token_store: TokenStore | None = None,
     ) -> None:
         self.settings = settings
+        self._deadline_text = f"the {settings.deadline:g} s deadline"
         self.stats = ClientStats()
         self._sleep = sleep
         self._clock = clock
@@ -223,7 +224,7 @@ class Transport:
         self, method: str, url: str, *, authenticated: bool = True, refresh_on_403: bool = True
     ) -> CallState:
         budget = self.settings.deadline
-        limit = f"the {budget:g} s deadline"
+        limit = self._deadline_text
         enclosing = time_left()  # an enclosing wait's budget (sensor, trigger, upload wait) bounds the call
         if enclosing is not None and enclosing[0] < budget:
             budget = max(0.0, enclosing[0])
@@ -290,9 +291,11 @@ class Transport:
     ) -> requests.Response:
         """One HTTP send: token, pacing, then the request itself, all within the call's deadline."""
         if authenticated:
-            # a token fetched for this call shares its deadline
-            with time_limit(call.deadline_at - self._clock(), call.limit):
-                token = self._tokens.get_token()
+            token = self._tokens.cached()
+            if token is None:
+                # a token fetched for this call shares its deadline
+                with time_limit(call.deadline_at - self._clock(), call.limit):
+                    token = self._tokens.get_token()
             call.token = token.value
             call.token_fresh = token.serial > call.token_serial_at_start
             auth = BearerAuth(call.token)
