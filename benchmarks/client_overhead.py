@@ -10,10 +10,14 @@ emulator (limits off), and the medians of the children's own CPU time are compar
 * ``ingest``: ``benchmarks/ingest_cpu.py``'s ``provider`` child for ``--measurements`` rows (read,
   validate, uid, batch, send); CPU from just before reading to the last acknowledged request.
 
+``--watchdog-ab`` adds an in-process A/B of the time-limit machinery alone: the same client making
+``--calls`` calls with the attempt watchdog and watched HTTP adapter as shipped, and with both
+replaced by no-ops (plain ``HTTPAdapter``, no watch), alternating, medians of ``--runs``.
+
 Run from the repository root::
 
     git worktree add --detach /tmp/baseline <commit before the change>
-    .venv/bin/python benchmarks/client_overhead.py --baseline /tmp/baseline --runs 7
+    .venv/bin/python benchmarks/client_overhead.py --baseline /tmp/baseline --runs 7 --watchdog-ab
 
 Prints a Markdown table (recorded in ``benchmarks/RESULTS.md``).
 """
@@ -27,6 +31,7 @@ import platform
 import statistics
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parents[1]
@@ -99,6 +104,52 @@ def _ingest_run(tree: Path, emulator: object, path: Path) -> float:
     return float(json.loads(out.stdout.strip().splitlines()[-1])["cpu"])
 
 
+def _watchdog_ab(emu: object, meter_id: str, calls: int, runs: int) -> dict[str, float]:
+    """Median CPU of ``calls`` GETs with the watchdog and watched adapter, and with no-ops instead."""
+    from requests.adapters import HTTPAdapter
+
+    from airflow_provider_m3ter.client import ClientSettings, M3terClient, deadline
+
+    class _NoWatch:
+        fired = False
+
+        def __enter__(self) -> _NoWatch:
+            return self
+
+        def __exit__(self, *exc: object) -> None:
+            return None
+
+    settings = ClientSettings(
+        org_id=emu.org_id,  # type: ignore[attr-defined]
+        access_key_id=emu.access_key_id,  # type: ignore[attr-defined]
+        api_secret=emu.api_secret,  # type: ignore[attr-defined]
+        config_url=emu.config_url,  # type: ignore[attr-defined]
+        ingest_url=emu.ingest_url,  # type: ignore[attr-defined]
+        config_requests_per_second=None,
+        config_requests_per_window=None,
+    )
+    shipped = deadline.WATCHDOG.watch
+    cpu: dict[str, list[float]] = {"with watchdog": [], "without": []}
+    for run in range(runs):
+        order = list(cpu) if run % 2 == 0 else list(reversed(cpu))
+        for variant in order:
+            with M3terClient(settings) as client:
+                if variant == "without":
+                    plain = HTTPAdapter(pool_connections=16, pool_maxsize=16, max_retries=0)
+                    client.session.mount("http://", plain)
+                    client.session.mount("https://", plain)
+                    deadline.WATCHDOG.watch = lambda _seconds: _NoWatch()  # type: ignore[assignment,method-assign,return-value]
+                try:
+                    client.request("GET", f"meters/{meter_id}")
+                    started = time.process_time()
+                    for _ in range(calls):
+                        client.request("GET", f"meters/{meter_id}")
+                    cpu[variant].append(time.process_time() - started)
+                finally:
+                    deadline.WATCHDOG.watch = shipped  # type: ignore[method-assign]
+    return {variant: statistics.median(values) for variant, values in cpu.items()}
+
+
 def main() -> int:
     """Entry point."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -106,6 +157,7 @@ def main() -> int:
     parser.add_argument("--calls", type=int, default=2000, help="Config calls per run (default 2000)")
     parser.add_argument("--measurements", type=int, default=100_000, help="ingest rows per run")
     parser.add_argument("--runs", type=int, default=7, help="runs per tree and workload (median reported)")
+    parser.add_argument("--watchdog-ab", action="store_true", help="also the in-process watchdog A/B")
     args = parser.parse_args()
 
     sys.path.insert(0, str(HERE / "benchmarks"))
@@ -156,6 +208,8 @@ def main() -> int:
                     flush=True,
                 )
 
+        ab = _watchdog_ab(emu, new_meter(), args.calls, args.runs) if args.watchdog_ab else None
+
     print(f"\nPython {platform.python_version()}, {platform.machine()}, median of {args.runs} runs\n")
     print("| workload | baseline CPU s | this tree CPU s | ratio (this / baseline) |")
     print("|---|---:|---:|---:|")
@@ -166,6 +220,16 @@ def main() -> int:
         base = statistics.median(cpu[(workload, "baseline")])
         new = statistics.median(cpu[(workload, "this tree")])
         print(f"| {workload} ({size}) | {base:.3f} | {new:.3f} | {new / base:.3f} |")
+    if ab is not None:
+        print("\n| time limits (in process, this tree) | CPU s | ratio |")
+        print("|---|---:|---:|")
+        print(
+            f"| {args.calls:,} GET calls without watchdog and watched adapter | {ab['without']:.3f} | 1.000 |"
+        )
+        ratio = ab["with watchdog"] / ab["without"]
+        print(
+            f"| {args.calls:,} GET calls with them (as shipped) | {ab['with watchdog']:.3f} | {ratio:.3f} |"
+        )
     return 0
 
 
