@@ -138,3 +138,20 @@ def test_a_trigger_recreated_after_its_deadline_ends_at_once_without_calling_m3t
     assert time.monotonic() - started < 1.0
     after = m3ter_emulator.stats()["requests"].get("GET /organizations/{orgId}/billjobs/{id}", {})
     assert after == before
+
+
+def test_execution_timeout_bounds_each_check_when_it_ends_first(m3ter_emulator: Any, bill_job: str) -> None:
+    from datetime import timedelta
+
+    _fault(m3ter_emulator, "retry_after")
+    sensor = M3terBillJobSensor(
+        task_id="wait",
+        job_id=bill_job,
+        timeout=600,
+        poke_interval=30,
+        execution_timeout=timedelta(seconds=2),
+    )
+    started = time.monotonic()
+    with pytest.raises(AirflowSensorTimeout, match="2 s execution_timeout"):
+        sensor.execute({})
+    assert time.monotonic() - started <= 3.5
