@@ -35,7 +35,7 @@ from typing import Any
 from requests.adapters import HTTPAdapter
 from urllib3.connection import HTTPConnection, HTTPSConnection
 from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
-from urllib3.exceptions import ConnectTimeoutError, NameResolutionError
+from urllib3.exceptions import ConnectTimeoutError, NameResolutionError, NewConnectionError
 
 __all__ = ["time_limit"]
 
@@ -170,14 +170,15 @@ class AttemptWatchdog:
 WATCHDOG = AttemptWatchdog()
 
 
-def _resolve_within(host: str, port: int, seconds: float) -> str:
-    """The first address of ``host`` from a lookup that may take at most ``seconds``."""
-    future: Future[str] = Future()
+def _resolve_within(host: str, port: int, seconds: float) -> list[str]:
+    """The addresses of ``host`` (in the resolver's order, once each) from a lookup that may take at
+    most ``seconds``; the lookup thread is left to finish on its own when it takes longer."""
+    future: Future[list[str]] = Future()
 
     def lookup() -> None:
         try:
             infos = socket.getaddrinfo(host, port, 0, socket.SOCK_STREAM)
-            future.set_result(str(infos[0][4][0]))
+            future.set_result(list(dict.fromkeys(str(info[4][0]) for info in infos)))
         except BaseException as exc:  # handed to the waiting thread
             future.set_exception(exc)
 
@@ -200,29 +201,50 @@ class _WatchedMixin:
 
     _dns_host: str
     port: int
+    timeout: Any
 
     def _new_conn(self) -> socket.socket:
         attempt: _Attempt | None = getattr(_current, "attempt", None)
         host = self._dns_host
         if attempt is not None and host and not _is_ip(host) and host != "localhost":
-            left = attempt.end - time.monotonic()
-            try:
-                address = _resolve_within(host, self.port, left)
-            except TimeoutError:
-                raise ConnectTimeoutError(self, f"resolving {host} took longer than {left:.1f} s") from None
-            except socket.gaierror as exc:
-                raise NameResolutionError(host, self, exc) from exc  # type: ignore[arg-type]
-            # connect to the address found; TLS still checks the certificate against the host name
-            self._dns_host = address
-            try:
-                sock = super()._new_conn()  # type: ignore[misc]
-            finally:
-                self._dns_host = host
+            sock = self._connect_resolved(attempt, host)
         else:
             sock = super()._new_conn()  # type: ignore[misc]
         if attempt is not None:
             attempt.attach(self, sock)
         return sock
+
+    def _connect_resolved(self, attempt: _Attempt, host: str) -> socket.socket:
+        """Resolve ``host`` within the attempt's time, then connect to its addresses in turn (as
+        urllib3 would), each connect bounded by the time still left."""
+        left = attempt.end - time.monotonic()
+        try:
+            addresses = _resolve_within(host, self.port, left)
+        except TimeoutError:
+            raise ConnectTimeoutError(self, f"resolving {host} took longer than {left:.1f} s") from None
+        except socket.gaierror as exc:
+            raise NameResolutionError(host, self, exc) from exc  # type: ignore[arg-type]
+        timeout = self.timeout
+        last: Exception | None = None
+        try:
+            for address in addresses:
+                left = attempt.end - time.monotonic()
+                if left <= 0:
+                    break
+                # connect to the address found; TLS still checks the certificate against the host name
+                self._dns_host = address
+                if isinstance(timeout, (int, float)) and timeout > left:
+                    self.timeout = left
+                try:
+                    return super()._new_conn()  # type: ignore[misc,no-any-return]
+                except (NewConnectionError, ConnectTimeoutError) as exc:
+                    last = exc
+        finally:
+            self._dns_host = host
+            self.timeout = timeout
+        if last is not None:
+            raise last
+        raise ConnectTimeoutError(self, f"no time left to connect to {host}")
 
     def request(self, *args: Any, **kwargs: Any) -> Any:
         attempt: _Attempt | None = getattr(_current, "attempt", None)

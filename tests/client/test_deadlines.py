@@ -177,3 +177,35 @@ def test_a_hanging_name_lookup_ends_at_the_deadline(monkeypatch: pytest.MonkeyPa
         elapsed, error = _timed_call(client, 15.0)
     assert isinstance(error, M3terTransientError), repr(error)
     assert 1.0 <= elapsed <= 4.5, elapsed
+
+
+def test_a_host_with_a_dead_first_address_falls_back_to_the_next(
+    monkeypatch: pytest.MonkeyPatch, m3ter_emulator: Any
+) -> None:
+    # the bounded lookup must keep urllib3's behaviour of trying every address (IPv6 then IPv4 ...)
+    port = int(m3ter_emulator.config_url.rsplit(":", 1)[1])
+    real = socket.getaddrinfo
+
+    def two_addresses(host: str, *args: Any, **kwargs: Any) -> Any:
+        if host == "api.m3ter.test":
+            return [
+                # the emulator listens on 127.0.0.1 only: 127.0.0.3 refuses the connection
+                (socket.AF_INET, socket.SOCK_STREAM, 6, "", ("127.0.0.3", port)),
+                (socket.AF_INET, socket.SOCK_STREAM, 6, "", ("127.0.0.1", port)),
+            ]
+        return real(host, *args, **kwargs)
+
+    monkeypatch.setattr(socket, "getaddrinfo", two_addresses)
+    url = f"http://api.m3ter.test:{port}"
+    settings = ClientSettings(
+        org_id=m3ter_emulator.org_id,
+        access_key_id=m3ter_emulator.access_key_id,
+        api_secret=m3ter_emulator.api_secret,
+        config_url=url,
+        ingest_url=url,
+        allow_insecure_http=True,
+        **NO_PACING,
+    )
+    with M3terClient(settings) as client:
+        assert client.request("GET", "meters", params={"pageSize": 1}) is not None
+        assert client.stats.attempts == 2  # token + list: no retry was needed
