@@ -265,9 +265,13 @@ def put_upload(
     :param ticket: from :func:`request_upload_url`.
     :param body: the JSON array (:meth:`MeasurementUpload.body`) or bytes.
     :param session: a ``requests.Session`` without m3ter credentials; a fresh one by default.
-    :param timeout: seconds for connect and each read.
+    :param timeout: seconds for connect and each read. Inside a
+        :func:`~airflow_provider_m3ter.client.deadline.time_limit` block the whole PUT (a reply
+        trickled byte by byte included) also ends when that limit does, as a transient error.
     """
     import requests
+
+    from airflow_provider_m3ter.client.deadline import WATCHDOG, WatchedAdapter, time_left
 
     where = f"<upload URL of job {ticket.job_id}>"
     headers = dict(ticket.headers)
@@ -275,9 +279,26 @@ def put_upload(
         headers["Content-Type"] = "application/json"
     own_session = session is None
     http = requests.Session() if own_session else session
+    if own_session:
+        watched = WatchedAdapter(max_retries=0)
+        http.mount("https://", watched)
+        http.mount("http://", watched)
+    enclosing = time_left()
+    left = enclosing[0] if enclosing is not None else None
     failure: str | None = None
     try:
-        response = http.put(ticket.url, data=body, headers=headers, timeout=timeout)
+        if left is not None and left <= 0:
+            raise requests.exceptions.Timeout("no time left")
+        limit = float("inf") if left is None else left
+        with WATCHDOG.watch(limit) as attempt:
+            try:
+                response = http.put(ticket.url, data=body, headers=headers, timeout=min(timeout, limit))
+            except requests.RequestException:
+                if attempt.fired:
+                    raise requests.exceptions.Timeout(
+                        f"{enclosing[1] if enclosing else 'the limit'} passed"
+                    ) from None
+                raise
     except requests.RequestException as exc:
         # its text holds the signed URL: keep only the class, and raise outside this block so the
         # new error does not carry it along as __context__ either

@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 from airflow.sdk import BaseOperator
 from tenacity import Retrying, retry_if_exception, stop_after_attempt, wait_exponential
 
+from airflow_provider_m3ter.client.deadline import time_limit
 from airflow_provider_m3ter.client.errors import M3terError
 from airflow_provider_m3ter.client.file_upload import (
     FileScan,
@@ -179,7 +180,12 @@ class M3terFileUploadOperator(IntervalTemplatesGuard, BaseOperator):
         """
         hook = self._hook()
         try:
-            return self._execute(hook, context)
+            if self.execution_timeout is None:
+                return self._execute(hook, context)
+            seconds = self.execution_timeout.total_seconds()
+            # every call of the try (URL, PUT, job checks) ends by the task's own limit
+            with time_limit(seconds, f"the task's {seconds:g} s execution_timeout"):
+                return self._execute(hook, context)
         finally:
             hook.close()
 

@@ -209,3 +209,28 @@ def test_a_host_with_a_dead_first_address_falls_back_to_the_next(
     with M3terClient(settings) as client:
         assert client.request("GET", "meters", params={"pageSize": 1}) is not None
         assert client.stats.attempts == 2  # token + list: no retry was needed
+
+
+@pytest.mark.parametrize("server", ["trickle"], indirect=True)
+def test_the_file_upload_put_ends_at_the_enclosing_time_limit(server: TrickleServer) -> None:
+    from airflow_provider_m3ter.client.file_upload import UploadTicket, put_upload
+
+    ticket = UploadTicket(job_id="job-1", url=f"http://127.0.0.1:{server.port}/_upload/signature-part")
+    outcome: list[BaseException | None] = [None]
+
+    def run() -> None:
+        try:
+            with time_limit(2.0):
+                put_upload(ticket, b"[]", timeout=60.0)
+        except BaseException as exc:  # handed to the test
+            outcome[0] = exc
+
+    started = time.monotonic()
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    thread.join(15.0)
+    elapsed = time.monotonic() - started
+    assert not thread.is_alive(), f"the PUT was still running after {elapsed:.1f} s"
+    assert isinstance(outcome[0], M3terTransientError), repr(outcome[0])
+    assert 1.5 <= elapsed <= 3.5, elapsed
+    assert "signature-part" not in str(outcome[0])
