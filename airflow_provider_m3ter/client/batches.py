@@ -63,6 +63,11 @@ class BatchBuilder:
         # Body size so far if the batch were sent now, minus the suffix/prefix constant.
         self._size = 0
 
+    @property
+    def size(self) -> int:
+        """Bytes of the batch being built: its records and the commas between them."""
+        return self._size
+
     def fits_alone(self, record: bytes) -> bool:
         """Whether ``record`` can be sent at all (its one-record body is under the byte limit)."""
         return len(record) <= self.max_record_bytes

@@ -11,7 +11,7 @@ import json
 from json.encoder import c_make_encoder, encode_basestring_ascii  # type: ignore[attr-defined]
 from typing import Any
 
-__all__ = ["UidDeriver", "derive_uid", "encode"]
+__all__ = ["UidDeriver", "derive_uid", "encode", "occurrence_uid"]
 
 
 def _refuse(value: Any) -> Any:
@@ -69,6 +69,22 @@ class UidDeriver:
         hasher.update(_dumps_canonical(m).encode("ascii"))
         return hasher.hexdigest()
 
+    def encode_derived(self, m: dict[str, Any]) -> tuple[bytes, bytes]:
+        """Serialize a valid measurement without ``uid`` once, splicing in its derived uid.
+
+        :param m: a valid measurement with no ``uid`` key.
+        :return: ``(compact JSON bytes with the uid first, the uid's 20-byte digest)``; the uid is
+            always the 8th to 48th byte (``{"uid":"`` then 40 hex characters), so a later
+            :func:`occurrence_uid` can replace it in place.
+        """
+        canonical = _dumps_canonical(m).encode("ascii")
+        hasher = self._base.copy()
+        hasher.update(canonical)
+        digest = hasher.digest()
+        if len(canonical) <= 2:
+            return b'{"uid":"' + digest.hex().encode("ascii") + b'"}', digest
+        return b'{"uid":"' + digest.hex().encode("ascii") + b'",' + canonical[1:], digest
+
     def encode(self, m: dict[str, Any]) -> bytes:
         """Serialize a valid measurement once, adding a derived ``uid`` when it has none.
 
@@ -86,13 +102,32 @@ class UidDeriver:
         return b'{"uid":"' + hasher.hexdigest().encode("ascii") + b'",' + canonical[1:]
 
 
-def derive_uid(namespace: str, m: dict[str, Any]) -> str:
+def occurrence_uid(key: bytes, occurrence: int) -> str:
+    """The uid of the ``occurrence``-th repeat (1, 2, ...) of an identical row (40 hex characters).
+
+    The first row of a group of identical rows keeps its derived uid; the k-th repeat gets
+    ``BLAKE2b-160(person="m3ter-occurrence", key || "#" || k)`` where ``key`` is the first 16 bytes
+    of the derived uid's digest. A source in another order gives its group the same set of uids.
+
+    :param key: the first 16 bytes of the derived uid's digest (``bytes.fromhex(uid)[:16]``).
+    :param occurrence: 1 for the second identical row, 2 for the third, ...
+    """
+    if occurrence < 1:
+        raise ValueError(f"occurrence must be at least 1, got {occurrence}")
+    data = key[:16] + b"#" + str(occurrence).encode("ascii")
+    return hashlib.blake2b(data, digest_size=UidDeriver.DIGEST_SIZE, person=b"m3ter-occurrence").hexdigest()
+
+
+def derive_uid(namespace: str, m: dict[str, Any], occurrence: int = 0) -> str:
     """The deterministic uid of measurement ``m`` in ``namespace`` (40 hex characters).
 
     :param namespace: a caller-chosen string that scopes the uids (e.g. ``dag_id.task_id``).
     :param m: the measurement; an existing ``uid`` key is ignored for hashing.
+    :param occurrence: 0 for the first of a group of identical rows (or a unique row), k for the
+        k-th repeat (see :func:`occurrence_uid`).
     """
-    return UidDeriver(namespace).uid(m)
+    uid = UidDeriver(namespace).uid(m)
+    return uid if occurrence == 0 else occurrence_uid(bytes.fromhex(uid)[:16], occurrence)
 
 
 def encode(m: dict[str, Any]) -> bytes:

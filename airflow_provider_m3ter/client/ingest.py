@@ -3,14 +3,17 @@
 One run goes through the source twice, cheaply:
 
 1. **Prepare.** Stream the rows once: validate, derive uids, serialize each record once and cut
-   deterministic batches (<= 1,000 records, body < 512,000 bytes) into a spill file on local disk.
-   Memory stays flat; the whole source is checked before anything is sent, so ``on_invalid="fail"``
-   sends nothing when any row is bad.
-2. **Send.** Post the spilled batches in order through the client (which paces and retries), with
-   up to ``max_in_flight`` requests at once. After each acknowledged batch the contiguous
-   acknowledged prefix is saved to a checkpoint store; a retry whose source yields the same batches
-   (same fingerprint) resumes after it. A 413 (or a 403 on a multi-record batch) splits the batch in
-   halves.
+   deterministic batches (<= 1,000 records, body < 512,000 bytes) into a spill file on local disk,
+   noting each row in a :class:`~airflow_provider_m3ter.client.identical.RowLedger`. Then resolve
+   the ledger: identical rows get occurrence uids (or are dropped with ``deduplicate=True``), a
+   repeated explicit uid is dropped (same content) or a row error (different content). Memory stays
+   bounded; the whole source is checked before anything is sent, so ``on_invalid="fail"`` sends
+   nothing when any row is bad.
+2. **Send.** Post the spilled batches through the client (which paces and retries), with up to
+   ``max_in_flight`` requests at once. After every acknowledged batch the set of acknowledged
+   batches is saved to a checkpoint store; a retry whose source yields the same batches (same
+   fingerprint) sends only the others. A 413 (or a 403 on a multi-record batch) splits the batch in
+   halves. A finished run leaves a ``complete`` checkpoint, so a later try sends nothing.
 
 Plain Python. Checkpoints are in :mod:`~airflow_provider_m3ter.client.checkpoint` (the operator adapts
 Airflow's ``task_state_store`` to a ``CheckpointStore``); the summary and progress lines in
@@ -40,10 +43,19 @@ from airflow_provider_m3ter.client.batches import (
     MAX_BATCH_COUNT,
     BatchBuilder,
 )
-from airflow_provider_m3ter.client.checkpoint import BatchFingerprint, CheckpointStore, checkpoint_state
+from airflow_provider_m3ter.client.checkpoint import (
+    CHECKPOINT_VERSION,
+    AckedBatches,
+    BatchFingerprint,
+    CheckpointStore,
+    checkpoint_state,
+)
 from airflow_provider_m3ter.client.dead_letters import dead_letter, open_dead_letters
-from airflow_provider_m3ter.client.encoding import UidDeriver
+from airflow_provider_m3ter.client.encoding import UidDeriver, encode
 from airflow_provider_m3ter.client.errors import M3terFinalError, M3terPayloadTooLargeError
+from airflow_provider_m3ter.client.identical import DROP as _DROP
+from airflow_provider_m3ter.client.identical import UID_AT as _UID_AT
+from airflow_provider_m3ter.client.identical import Conflict, Resolution, RowLedger
 from airflow_provider_m3ter.client.ingest_progress import (
     IngestSummary,
     InvalidMeasurementsError,
@@ -93,7 +105,7 @@ class IngestRun:
     :param on_invalid: ``"fail"`` sends nothing if any row is invalid; ``"skip"`` sends the valid
         rows and writes rejected ones to ``dead_letter_path``.
     :param dead_letter_path: JSON Lines file for rejected rows (``skip``); anything with ``open()``.
-    :param max_in_flight: concurrent requests (threads); acknowledgements still checkpoint in order.
+    :param max_in_flight: concurrent requests (threads); every acknowledgement is checkpointed.
     :param checkpoint: where to keep progress for resume; None disables resume.
     :param max_errors_reported: how many row errors the failure message lists.
     :param progress_interval: seconds between progress log lines.
@@ -104,6 +116,8 @@ class IngestRun:
     :param clock: monotonic clock (seconds) for durations and progress.
     :param now: the current UTC time (for the 35-day de-duplication window).
     :param logger: a logger with ``info``/``warning`` (default: ``airflow_provider_m3ter.ingest``).
+    :param deduplicate: identical rows without ``uid`` are sent once (the repeats are counted in
+        ``identical`` and ``deduplicated``) instead of each being its own measurement.
     """
 
     def __init__(
@@ -124,6 +138,7 @@ class IngestRun:
         clock: Callable[[], float] = time.monotonic,
         now: Callable[[], datetime] = lambda: datetime.now(timezone.utc),
         logger: Any = None,
+        deduplicate: bool = False,
     ) -> None:
         if on_invalid not in ("fail", "skip"):
             raise ValueError(f"on_invalid must be 'fail' or 'skip', got {on_invalid!r}")
@@ -144,6 +159,7 @@ class IngestRun:
         self._clock = clock
         self._now = now
         self.log = logger or log
+        self.deduplicate = bool(deduplicate)
         self.errors: list[RowError] = []
         self.summary = IngestSummary()
         self._dead_letters: IO[str] | None = None
@@ -163,20 +179,30 @@ class IngestRun:
         self.errors, self.summary = [], IngestSummary()
         stats_before = self._client_stats()
         with tempfile.TemporaryDirectory(prefix="m3ter-ingest-", dir=self.spill_dir) as tmp:
-            spill = self._prepare(rows, Path(tmp) / "batches.spill", source)
+            try:
+                ledger = RowLedger(Path(tmp), self.namespace, self.deduplicate)
+                try:
+                    spill = self._prepare(rows, Path(tmp) / "batches.spill", source, ledger)
+                finally:
+                    ledger.close()
+                spill = self._resolve(spill, ledger, source)
+            finally:
+                if self._dead_letters is not None:
+                    self._dead_letters.close()
+                    self._dead_letters = None
+            self._log_prepared(source, spill)
             if self.summary.invalid and self.on_invalid == "fail":
                 raise InvalidMeasurementsError(self.errors, self.summary.invalid, source)
-            start = self._resume_point(spill)
+            acked = self._resume_point(spill)
             log_old_timestamps(self.log, self.summary, self.rerun)
             try:
-                self._send(spill, start)
+                self._send(spill, acked)
             finally:
                 stats_after = self._client_stats()
                 self.summary.retries = stats_after.get("retries", 0) - stats_before.get("retries", 0)
                 self.summary.throttled = stats_after.get("throttled", 0) - stats_before.get("throttled", 0)
                 self.summary.duration_seconds = round(self._clock() - started, 3)
-        if self.checkpoint is not None:
-            self.checkpoint.clear()
+        # The checkpoint stays (now "complete"): a later try of this task finds it and sends nothing.
         self.log.info("m3ter ingest finished: %s", json.dumps(self.summary.as_dict()))
         return self.summary
 
@@ -186,19 +212,24 @@ class IngestRun:
 
     # -- prepare --------------------------------------------------------------------------------
 
-    def _prepare(self, rows: Iterable[tuple[int, int | None, Any]], path: Path, source: str | None) -> _Spill:
+    def _prepare(
+        self, rows: Iterable[tuple[int, int | None, Any]], path: Path, source: str | None, ledger: RowLedger
+    ) -> _Spill:
         summary = self.summary
         builder = BatchBuilder(*self.builder_args)
         max_record = builder.max_record_bytes
-        encode = UidDeriver(self.namespace).encode
+        deriver = UidDeriver(self.namespace)
+        encode_derived, encode_plain = deriver.encode_derived, encode
+        add_derived, add_explicit = ledger.add_derived, ledger.add_explicit
         validate, quick_check = validate_measurement, certainly_valid
         fingerprint = BatchFingerprint(*self.builder_args)
+        if self.deduplicate:
+            fingerprint.add(b"deduplicate")
         spill = _Spill(path)
         cutoff = cutoff_key(self._now() - DEDUP_WINDOW)
-        fail_fast = self.on_invalid == "fail"
         lo, hi = "\uffff", ""  # sort after / before every timestamp key
         read = valid = old = 0
-        offset = 0
+        offset = 0  # where the batch being built starts in the spill file
         next_report = self._clock() + self.progress_interval
 
         def write(batch: list[bytes]) -> None:
@@ -211,64 +242,156 @@ class IngestRun:
             offset += len(segment)
 
         with open(path, "wb", buffering=1 << 20) as out:
-            try:
-                for row, line, item in rows:
-                    read += 1
-                    if not read & 0xFFF and self._clock() >= next_report:
-                        next_report = self._clock() + self.progress_interval
-                        self.log.info("m3ter ingest: read %d rows, %d invalid so far", read, summary.invalid)
-                    # the quick check settles the common case; the full one names the problems
-                    if type(item) is dict and quick_check(item):
-                        pass
-                    elif isinstance(item, RowError):
-                        self._reject(row, line, None, [item], source)
-                        continue
-                    elif problems := validate(item):
-                        errors = [RowError(row, p.field, p.reason, source, line) for p in problems]
-                        self._reject(row, line, item, errors, source)
-                        continue
-                    if fail_fast and summary.invalid:
-                        valid += 1  # nothing will be sent: just keep validating for the report
-                        continue
-                    record = encode(item)
-                    if len(record) > max_record:
-                        reason = (
-                            f"the measurement is {len(record)} bytes as JSON; a request body must stay "
-                            f"under {self.builder_args[1]} bytes"
-                        )
-                        self._reject(row, line, item, [RowError(row, "", reason, source, line)], source)
-                        continue
-                    valid += 1
-                    ts = item["ts"]
-                    key = ts[:-1] if ts[-1] == "Z" else timestamp_key(ts)
-                    if key < lo:
-                        lo = key
-                    if key > hi:
-                        hi = key
-                    if key < cutoff:
-                        old += 1
-                    if (done := builder.add(record)) is not None:
-                        write(done)
-            finally:
-                if self._dead_letters is not None:
-                    self._dead_letters.close()
-                    self._dead_letters = None
-            if (last := builder.flush()) is not None and not (fail_fast and summary.invalid):
+            for row, line, item in rows:
+                read += 1
+                if not read & 0xFFF and self._clock() >= next_report:
+                    next_report = self._clock() + self.progress_interval
+                    self.log.info("m3ter ingest: read %d rows, %d invalid so far", read, summary.invalid)
+                # the quick check settles the common case; the full one names the problems
+                if type(item) is dict and quick_check(item):
+                    pass
+                elif isinstance(item, RowError):
+                    self._reject(row, line, None, [item], source)
+                    continue
+                elif problems := validate(item):
+                    errors = [RowError(row, p.field, p.reason, source, line) for p in problems]
+                    self._reject(row, line, item, errors, source)
+                    continue
+                if "uid" in item:
+                    record, digest = encode_plain(item), None
+                else:
+                    record, digest = encode_derived(item)
+                if len(record) > max_record:
+                    reason = (
+                        f"the measurement is {len(record)} bytes as JSON; a request body must stay "
+                        f"under {self.builder_args[1]} bytes"
+                    )
+                    self._reject(row, line, item, [RowError(row, "", reason, source, line)], source)
+                    continue
+                valid += 1
+                ts = item["ts"]
+                key = ts[:-1] if ts[-1] == "Z" else timestamp_key(ts)
+                if key < lo:
+                    lo = key
+                if key > hi:
+                    hi = key
+                if key < cutoff:
+                    old += 1
+                if (done := builder.add(record)) is not None:
+                    write(done)
+                at = offset + builder.size - len(record)
+                if digest is not None:
+                    add_derived(digest, at, row, line)
+                else:
+                    content = encode_plain({k: v for k, v in item.items() if k != "uid"})
+                    add_explicit(item["uid"], content, at, row, line)
+            if (last := builder.flush()) is not None:
                 write(last)
         summary.read, summary.valid, summary.older_than_dedup_window = read, valid, old
         summary.total_batches = len(spill.batches)
         summary.fingerprint = fingerprint.hexdigest()
         summary.ts_min = utc_key_to_iso(lo) if valid else None
         summary.ts_max = utc_key_to_iso(hi) if valid else None
+        return spill
+
+    def _log_prepared(self, source: str | None, spill: _Spill) -> None:
+        summary = self.summary
         self.log.info(
-            "m3ter ingest: read %d rows from %s: %d valid, %d invalid, %d batches prepared",
-            read,
+            "m3ter ingest: read %d rows from %s: %d valid (%d identical to an earlier row, %d of them "
+            "not sent), %d invalid, %d batches prepared",
+            summary.read,
             source or "the source",
-            valid,
+            summary.valid,
+            summary.identical,
+            summary.deduplicated,
             summary.invalid,
             len(spill.batches),
         )
+
+    # -- identical rows and repeated uids --------------------------------------------------------
+
+    def _resolve(self, spill: _Spill, ledger: RowLedger, source: str | None) -> _Spill:
+        """Apply the ledger: occurrence uids for identical rows, drops, and uid conflicts as row errors."""
+        summary = self.summary
+        reader = open(spill.path, "rb")  # noqa: SIM115 - closed below
+
+        def record_at(offset: int) -> bytes:
+            return os.pread(reader.fileno(), self.builder_args[1], offset).split(b"\n", 1)[0]
+
+        def conflict(found: Conflict) -> None:
+            data = json.loads(record_at(found.offset))
+            reason = (
+                f"uid {data.get('uid')!r} is given to {found.rows} rows of this source with different "
+                "content; m3ter would keep one of them and drop the others"
+            )
+            error = RowError(found.row, "uid", reason, source, found.line)
+            self._reject(found.row, found.line, data, [error], source)
+
+        try:
+            resolution = ledger.resolve(conflict)
+        finally:
+            reader.close()
+        summary.identical = resolution.identical
+        summary.deduplicated = resolution.dropped
+        summary.valid -= resolution.conflict_rows
+        if resolution.identical or resolution.conflict_rows:
+            self.log.info(
+                "m3ter ingest: %d rows repeat an earlier row exactly (%s); %d rows share a uid with "
+                "different content",
+                resolution.identical,
+                "sent once" if self.deduplicate else "each stored as its own measurement",
+                resolution.conflict_rows,
+            )
+        if not resolution.files or (summary.invalid and self.on_invalid == "fail"):
+            return spill
+        if resolution.dropped or resolution.conflict_rows:
+            return self._rewrite(spill, resolution)
+        with open(spill.path, "r+b") as patch:  # occurrence uids only: same length, in place
+            for offset, uid in resolution.actions():
+                os.pwrite(patch.fileno(), uid, offset + _UID_AT)
         return spill
+
+    def _rewrite(self, spill: _Spill, resolution: Resolution) -> _Spill:
+        """Copy the spill without the dropped records (and with occurrence uids), re-cutting batches."""
+        builder = BatchBuilder(*self.builder_args)
+        fingerprint = BatchFingerprint(*self.builder_args)
+        if self.deduplicate:
+            fingerprint.add(b"deduplicate")
+        fresh = _Spill(spill.path.with_suffix(".final"))
+        offset = 0
+        actions = resolution.actions()
+        pending = next(actions, None)
+
+        with open(spill.path, "rb") as old, open(fresh.path, "wb", buffering=1 << 20) as out:
+
+            def write(batch: list[bytes]) -> None:
+                nonlocal offset
+                segment = b"\n".join(batch)
+                out.write(segment)
+                fingerprint.add(segment)
+                fresh.batches.append((offset, len(segment), len(batch)))
+                fresh.records += len(batch)
+                offset += len(segment)
+
+            for start, size, _count in spill.batches:
+                at = start
+                for record in os.pread(old.fileno(), size, start).split(b"\n"):
+                    if pending is not None and pending[0] == at:
+                        uid = pending[1]
+                        pending = next(actions, None)
+                        if uid == _DROP:
+                            at += len(record) + 1
+                            continue
+                        record = record[:_UID_AT] + uid + record[_UID_AT + len(uid) :]
+                    at += len(record) + 1
+                    if (done := builder.add(record)) is not None:
+                        write(done)
+            if (last := builder.flush()) is not None:
+                write(last)
+        spill.path.unlink()
+        self.summary.total_batches = len(fresh.batches)
+        self.summary.fingerprint = fingerprint.hexdigest()
+        return fresh
 
     def _reject(
         self, row: int, line: int | None, item: Any, errors: list[RowError], source: str | None
@@ -293,29 +416,47 @@ class IngestRun:
         snapshot = getattr(stats, "snapshot", None)
         return snapshot() if callable(snapshot) else {}
 
-    def _resume_point(self, spill: _Spill) -> int:
+    def _resume_point(self, spill: _Spill) -> AckedBatches:
+        """The batches an earlier try of this run already had acknowledged (empty without a match)."""
+        total = len(spill.batches)
         if self.checkpoint is None:
-            return 0
+            return AckedBatches()
         state = self.checkpoint.load()
         if not isinstance(state, dict):
-            return 0
-        done = state.get("batches")
-        if state.get("fingerprint") != self.summary.fingerprint or not isinstance(done, int):
+            return AckedBatches()
+        if state.get("fingerprint") != self.summary.fingerprint or state.get("version") != CHECKPOINT_VERSION:
             self.log.info("m3ter ingest: ignoring a checkpoint of another source or batching; starting over")
-            return 0
-        if not 0 <= done <= len(spill.batches):
-            return 0
-        measurements = sum(count for _offset, _size, count in spill.batches[:done])
-        self.summary.resumed_from = {"batches": done, "measurements": measurements}
-        self.log.info(
-            "m3ter ingest: resuming after %d acknowledged batches (%d measurements)", done, measurements
-        )
-        return done
+            return AckedBatches()
+        acked = AckedBatches.from_state(state.get("acked"), total)
+        if acked is None:
+            self.log.warning("m3ter ingest: ignoring a malformed checkpoint; starting over")
+            return AckedBatches()
+        if not len(acked):
+            return acked
+        measurements = sum(spill.batches[index][2] for index in range(total) if index in acked)
+        self.summary.resumed_from = {"batches": len(acked), "measurements": measurements}
+        if len(acked) == total:
+            self.log.info(
+                "m3ter ingest: an earlier try delivered all %d batches (%d measurements) of this source; "
+                "nothing to send",
+                total,
+                measurements,
+            )
+        else:
+            self.log.info(
+                "m3ter ingest: resuming: %d acknowledged batches (%d measurements) are not sent again",
+                len(acked),
+                measurements,
+            )
+        return acked
 
-    def _send(self, spill: _Spill, start: int) -> None:
+    def _send(self, spill: _Spill, acked: AckedBatches) -> None:
         summary = self.summary
         total = len(spill.batches)
-        if start >= total:
+        todo = [index for index in range(total) if index not in acked]
+        acked_measurements = (summary.resumed_from or {}).get("measurements", 0)
+        if not todo:
+            self._save_checkpoint(spill, acked, acked_measurements)  # marks an empty source complete
             return
         lock = threading.Lock()
         reader = open(spill.path, "rb")  # noqa: SIM115 - shared by the worker threads, closed below
@@ -331,21 +472,22 @@ class IngestRun:
             offset, size, count = spill.batches[index]
             return self._submit(read(offset, size), count, 0)
 
-        acked = start
-        finished: dict[int, int] = {}
         first_error: BaseException | None = None
-        to_send = sum(count for _o, _s, count in spill.batches[start:])
+        to_send = sum(spill.batches[index][2] for index in todo)
         sent_before = self.summary.sent
         started = self._clock()
         next_report = started + self.progress_interval
         pending: dict[Future[tuple[int, int, int]], int] = {}
-        next_index = start
+        queue = iter(todo)
+        next_index = next(queue, None)
         try:
             with ThreadPoolExecutor(self.max_in_flight, thread_name_prefix="m3ter-ingest") as pool:
-                while pending or (next_index < total and first_error is None):
-                    while first_error is None and next_index < total and len(pending) < self.max_in_flight:
+                while pending or (next_index is not None and first_error is None):
+                    while (
+                        first_error is None and next_index is not None and len(pending) < self.max_in_flight
+                    ):
                         pending[pool.submit(send_batch, next_index)] = next_index
-                        next_index += 1
+                        next_index = next(queue, None)
                     done, _ = wait(pending, timeout=self.progress_interval, return_when=FIRST_COMPLETED)
                     for future in done:
                         index = pending.pop(future)
@@ -354,19 +496,17 @@ class IngestRun:
                         except BaseException as exc:
                             first_error = first_error or exc
                             continue
+                        count = spill.batches[index][2]
                         summary.bytes += body_bytes
                         summary.requests += requests_made
                         summary.splits += splits
-                        summary.sent += spill.batches[index][2]
+                        summary.sent += count
                         summary.batches += 1
-                        finished[index] = spill.batches[index][2]
-                    advanced = False
-                    while acked in finished:
-                        finished.pop(acked)
-                        acked += 1
-                        advanced = True
-                    if advanced:
-                        self._save_checkpoint(spill, acked)
+                        acked.add(index)
+                        acked_measurements += count
+                        # every acknowledgement is recorded before the next batch is submitted, so
+                        # a crash leaves unrecorded at most the batches in flight
+                        self._save_checkpoint(spill, acked, acked_measurements)
                     if self._clock() >= next_report:
                         next_report = self._clock() + self.progress_interval
                         log_progress(
@@ -381,10 +521,9 @@ class IngestRun:
         if first_error is not None:
             raise first_error
 
-    def _save_checkpoint(self, spill: _Spill, acked: int) -> None:
+    def _save_checkpoint(self, spill: _Spill, acked: AckedBatches, measurements: int) -> None:
         if self.checkpoint is None:
             return
-        measurements = sum(count for _o, _s, count in spill.batches[:acked])
         self.checkpoint.save(
             checkpoint_state(self.summary.fingerprint, acked, measurements, len(spill.batches))
         )

@@ -37,7 +37,13 @@ class IngestSummary:
 
     :param read: rows read from the source.
     :param valid: rows that passed validation.
-    :param invalid: rows rejected.
+    :param invalid: rows rejected (each reported with row, field and reason).
+    :param identical: valid rows whose content repeats an earlier row of the source exactly (same
+        fields and values; for rows with a ``uid``, the same uid too). Without ``deduplicate`` each
+        is stored as its own measurement (an occurrence uid); see ``deduplicated``.
+    :param deduplicated: of the ``identical`` rows, those not sent: repeats of a row without ``uid``
+        under ``deduplicate=True``, and repeats of an explicit uid with the same content (one
+        measurement). ``valid - deduplicated`` measurements make up the source in m3ter.
     :param sent: measurements acknowledged by m3ter in this run (a resumed run excludes earlier ones).
     :param batches: batches acknowledged in this run.
     :param total_batches: batches the source makes.
@@ -58,6 +64,8 @@ class IngestSummary:
     read: int = 0
     valid: int = 0
     invalid: int = 0
+    identical: int = 0
+    deduplicated: int = 0
     sent: int = 0
     batches: int = 0
     total_batches: int = 0

@@ -4,12 +4,15 @@ Plain Python, no Airflow. The rules follow m3ter's Ingest API (``POST /measureme
 
 * ``meter``, ``account`` and ``ts`` are required; ``uid`` and ``ets`` are optional.
 * ``meter`` and ``account`` are codes: 1-80 characters, no control characters, no leading or
-  trailing whitespace.
+  trailing whitespace (m3ter's rule). On top of it this client refuses (never rewrites) any code
+  that could be an invisible or visual twin of another code, because m3ter silently creates an
+  unknown account: see :func:`code_twin_problem`.
 * ``uid`` is a string of 1-50 characters; m3ter de-duplicates on it for 35 days.
 * ``ts`` and ``ets`` are ISO-8601 date-times with a UTC offset, like ``2024-05-01T12:00:00Z``.
 * ``who``, ``where``, ``what``, ``other`` and ``metadata`` map data-field codes to strings
   (``metadata`` values at most 256 characters); ``measure``, ``cost`` and ``income`` map codes to
-  finite numbers (no NaN, no Infinity, no booleans).
+  finite numbers (no NaN, no Infinity, no booleans; integers within +-2**53, which a 64-bit float
+  holds exactly).
 * A request carries 1 to 1,000 measurements and its JSON body stays under 512,000 bytes (see
   :mod:`airflow_provider_m3ter.client.batches`; uids and encoding are in
   :mod:`airflow_provider_m3ter.client.encoding`).
@@ -29,14 +32,17 @@ from typing import Any, NamedTuple
 __all__ = [
     "DEDUP_WINDOW",
     "MAX_CODE_LENGTH",
+    "MAX_EXACT_INTEGER",
     "MAX_METADATA_VALUE_LENGTH",
     "MAX_UID_LENGTH",
     "NUMERIC_CATEGORIES",
     "STRING_CATEGORIES",
     "TOP_LEVEL_FIELDS",
     "FieldProblem",
+    "NotANumber",
     "RowError",
     "certainly_valid",
+    "code_twin_problem",
     "cutoff_key",
     "timestamp_key",
     "utc_key_to_iso",
@@ -46,6 +52,8 @@ __all__ = [
 MAX_UID_LENGTH = 50
 MAX_CODE_LENGTH = 80
 MAX_METADATA_VALUE_LENGTH = 256
+#: Integers beyond this magnitude do not survive a 64-bit float (what m3ter computes with) exactly.
+MAX_EXACT_INTEGER = 2**53
 #: m3ter ingests a measurement with an already-seen uid only once within this window.
 DEDUP_WINDOW = timedelta(days=35)
 
@@ -101,7 +109,103 @@ class RowError:
         return {"row": self.row, "line": self.line, "field": self.field, "reason": self.reason}
 
 
+class NotANumber(str):
+    """A number a source could not represent (e.g. JSON ``1e-400``, which would become 0.0).
+
+    Sources put it where the number was, so validation reports it as a row error with its field.
+    The string is the number's text; :attr:`reason` says why it was refused.
+    """
+
+    reason: str
+
+    def __new__(cls, text: str, reason: str) -> NotANumber:
+        made = super().__new__(cls, text)
+        made.reason = reason
+        return made
+
+
 # --- codes, keys, timestamps -------------------------------------------------------------------
+
+# Unicode's Default_Ignorable_Code_Point ranges (DerivedCoreProperties.txt): characters that render
+# as nothing, whatever their category (a variation selector is a mark, a Hangul filler a letter).
+_IGNORABLE_RANGES = (
+    (0x00AD, 0x00AD), (0x034F, 0x034F), (0x061C, 0x061C), (0x115F, 0x1160), (0x17B4, 0x17B5),
+    (0x180B, 0x180F), (0x200B, 0x200F), (0x202A, 0x202E), (0x2060, 0x206F), (0x3164, 0x3164),
+    (0xFE00, 0xFE0F), (0xFEFF, 0xFEFF), (0xFFA0, 0xFFA0), (0xFFF0, 0xFFF8), (0x1BCA0, 0x1BCA3),
+    (0x1D173, 0x1D17A), (0xE0000, 0xE0FFF),
+)  # fmt: skip
+#: Categories that never belong in a code: control, format (zero-width, bidi), surrogate, private
+#: use, unassigned, line/paragraph separators.
+_REFUSED_CATEGORIES = frozenset({"Cc", "Cf", "Cs", "Co", "Cn", "Zl", "Zp"})
+# Scripts that may share one code (Unicode TS #39 "highly restrictive"): Latin with Han and the
+# Japanese, Chinese or Korean scripts; anything else must be a single script.
+_SCRIPT_SETS = (
+    frozenset({"LATIN", "CJK", "HIRAGANA", "KATAKANA"}),
+    frozenset({"LATIN", "CJK", "BOPOMOFO"}),
+    frozenset({"LATIN", "CJK", "HANGUL"}),
+)
+# Cyrillic and Greek letters that look like Latin ones: a code made only of these is a twin.
+_LATIN_LOOKALIKES = frozenset(
+    "\u0430\u0432\u0435\u043a\u043c\u043d\u043e\u0440\u0441\u0442\u0443\u0445\u0455\u0456\u0458\u0501"
+    "\u051b\u051d\u04af\u04bb\u04cf\u0410\u0412\u0415\u041a\u041c\u041d\u041e\u0420\u0421\u0422\u0423"
+    "\u0425\u0405\u0406\u0408\u04ae\u04ba\u04c0\u051a\u051c\u0391\u0392\u0395\u0396\u0397\u0399\u039a"
+    "\u039c\u039d\u039f\u03a1\u03a4\u03a5\u03a7\u03bf\u03bd\u03b9\u03b1\u03c1\u03ba\u03c5"
+)
+
+
+def _ignorable(code_point: int) -> bool:
+    return any(low <= code_point <= high for low, high in _IGNORABLE_RANGES)
+
+
+def code_twin_problem(value: str, what: str) -> str | None:
+    """Why ``value`` could be an invisible or visual twin of another code, or None.
+
+    The policy (refuse, never rewrite; pure ASCII codes other than control characters always pass):
+
+    * no invisible characters: Unicode categories Cc, Cf (zero-width, bidi controls, BOM), Cs, Co,
+      Cn, Zl, Zp, any Default_Ignorable_Code_Point (variation selectors, fillers), and no
+      whitespace other than U+0020 (a no-break space looks like a space);
+    * NFKC-stable: a code that Unicode compatibility normalization would change (fullwidth
+      letters, ligatures, a decomposed ``e`` + combining accent) is refused;
+    * one script: letters of several scripts (Latin ``acme`` with a Cyrillic ``a``) are refused,
+      except Latin with Han/Hiragana/Katakana, Han/Bopomofo or Han/Hangul;
+    * no whole-script twins: a code whose letters are all Cyrillic or Greek look-alikes of Latin
+      letters (``ace`` written in Cyrillic) is refused.
+
+    :param value: a code (already checked to be a non-empty string).
+    :param what: the field name for the message (``meter``, ``account``).
+    """
+    if value.isascii():
+        return None
+    scripts: set[str] = set()
+    lookalikes_only = True
+    for position, char in enumerate(value, start=1):
+        code_point = ord(char)
+        category = unicodedata.category(char)
+        if (
+            category in _REFUSED_CATEGORIES
+            or (category == "Zs" and char != " ")
+            or (code_point > 0x7F and _ignorable(code_point))
+        ):
+            name = unicodedata.name(char, f"U+{code_point:04X}")
+            return f"{what} contains an invisible or non-printing character ({name} at position {position})"
+        if category[0] == "L":
+            scripts.add(unicodedata.name(char, "UNKNOWN").split(" ", 1)[0])
+            if char not in _LATIN_LOOKALIKES:
+                lookalikes_only = False
+    if unicodedata.normalize("NFKC", value) != value:
+        return (
+            f"{what} {value!r} changes under Unicode NFKC normalization (fullwidth or compatibility "
+            "characters, or a decomposed accent); write it as "
+            f"{unicodedata.normalize('NFKC', value)!r} if that is the code"
+        )
+    if len(scripts) > 1 and not any(scripts <= allowed for allowed in _SCRIPT_SETS):
+        return f"{what} {value!r} mixes letters of several scripts ({', '.join(sorted(scripts))})"
+    if scripts and scripts <= {"CYRILLIC", "GREEK"} and lookalikes_only:
+        scripts_named = "/".join(sorted(scripts)).title()
+        return f"{what} {value!r} is written in {scripts_named} letters that look like Latin ones"
+    return None
+
 
 # Codes repeat across rows (a handful of meters and accounts), so remember the ones already checked.
 _checked_codes: set[str] = set()
@@ -127,6 +231,8 @@ def _code_problem(value: Any, what: str) -> str | None:
                 return f"{what} contains a control character ({char!r} at position {position + 1})"
         if value[0].isspace() or value[-1].isspace():
             return f"{what} must not start or end with whitespace"
+    if not value.isascii() and (reason := code_twin_problem(value, what)):
+        return reason
     if len(_checked_codes) >= _CACHE_LIMIT:
         _checked_codes.clear()
     _checked_codes.add(value)
@@ -146,6 +252,8 @@ def _field_code_problem(key: Any) -> str | None:
         key[0].isdigit() or not all(char.isalpha() or char in _FIELD_CODE_EXTRA for char in key)
     ):
         return "not a valid data-field code (letters, digits, '_' and '$', not starting with a digit)"
+    if not key.isascii() and (reason := code_twin_problem(key, "data-field code")):
+        return reason
     if len(_checked_field_codes) >= _CACHE_LIMIT:
         _checked_field_codes.clear()
     _checked_field_codes.add(key)
@@ -244,7 +352,17 @@ def _number_map_problems(category: str, value: Any, out: list[FieldProblem]) -> 
         if kind is float:
             if not math.isfinite(item):
                 out.append(FieldProblem(f"{category}.{key}", f"must be a finite number, got {item!r}"))
-        elif kind is not int:
+        elif kind is int:
+            if not -MAX_EXACT_INTEGER <= item <= MAX_EXACT_INTEGER:
+                out.append(
+                    FieldProblem(
+                        f"{category}.{key}",
+                        "is beyond +-2**53, so a 64-bit floating-point number cannot hold it exactly",
+                    )
+                )
+        elif kind is NotANumber:
+            out.append(FieldProblem(f"{category}.{key}", f"{str(item)[:40]}: {item.reason}"))
+        else:
             out.append(FieldProblem(f"{category}.{key}", f"must be a number, got {_type_name(item)}"))
 
 
@@ -329,8 +447,11 @@ def certainly_valid(m: dict[str, Any]) -> bool:
             if kind == _NUMBERS:
                 for item in value.values():
                     number = type(item)
+                    if number is int:
+                        if not -MAX_EXACT_INTEGER <= item <= MAX_EXACT_INTEGER:
+                            return False
                     # x - x is 0.0 for every finite float, NaN for NaN and the infinities
-                    if number is not int and (number is not float or item - item != 0.0):
+                    elif number is not float or item - item != 0.0:
                         return False
             elif kind == _STRINGS:
                 for item in value.values():

@@ -9,7 +9,6 @@ return value (XCom) is a small JSON summary, never the data.
 
 from __future__ import annotations
 
-import json
 import re
 import tempfile
 from collections.abc import Iterable, Mapping, Sequence
@@ -27,10 +26,12 @@ from airflow_provider_m3ter.manual_runs import IntervalTemplatesGuard
 from airflow_provider_m3ter.operators.mapping import RowMapping, SourceError
 from airflow_provider_m3ter.operators.sources import (
     FILE_FORMATS,
+    DuplicateKeyError,
     FileSource,
     IterableSource,
     MeasurementSource,
     SqlSource,
+    loads_strict,
 )
 
 if TYPE_CHECKING:
@@ -58,6 +59,25 @@ class M3terInvalidMeasurements(AirflowFailException):
     def __init__(self, error: InvalidMeasurementsError) -> None:
         super().__init__(str(error))
         self.error = error
+
+
+class _Data:
+    """Inline ``measurements``, marked as data: Airflow resolves it as is and never renders it.
+
+    ``measurements`` stays a template field so that ``other_task.output`` (an XComArg) is resolved
+    and makes the upstream dependency; Airflow resolves XComArgs (and this wrapper) without
+    rendering their contents. Nothing in measurement data is ever a Jinja template.
+    """
+
+    def __init__(self, value: Any) -> None:
+        self.value = value
+
+    def resolve(self, context: Any) -> Any:
+        """The data, untouched (Airflow's template rendering calls this)."""
+        return self.value
+
+    def __repr__(self) -> str:
+        return f"<measurement data: {type(self.value).__name__}>"
 
 
 class TaskStateCheckpoint:
@@ -100,8 +120,10 @@ class M3terIngestMeasurementsOperator(IntervalTemplatesGuard, BaseOperator):
 
     Flat rows (CSV, SQL, flat dicts) become measurements through ``mapping``; ``meter`` and
     ``account`` fill rows that lack them. ``source_path``, ``sql``, ``sql_parameters``,
-    ``measurements``, ``meter``, ``account``, ``dead_letter_path`` and ``uid_namespace`` are
-    templated, so ``{{ data_interval_start }}`` selects the run's usage.
+    ``meter``, ``account``, ``dead_letter_path`` and ``uid_namespace`` are templated, so
+    ``{{ data_interval_start }}`` selects the run's usage. ``measurements`` is data and never a
+    template: inline values and values from XCom are sent exactly as given (``"{{ 7*7 }}"`` stays
+    that string); an XComArg there is resolved (and makes the upstream dependency).
 
     :param m3ter_conn_id: the Airflow connection of type ``m3ter``.
     :param measurements: measurement dicts (or flat dicts with ``mapping``), or a JSON string of them.
@@ -133,6 +155,10 @@ class M3terIngestMeasurementsOperator(IntervalTemplatesGuard, BaseOperator):
     :param pool_slots_total: the size of the task's ``pool`` when tasks share one organization
         through it: the task then paces at ``pool_slots / pool_slots_total`` of the connection's
         limits (see :mod:`airflow_provider_m3ter.hooks.pool_pacing`). Default: not shared.
+    :param deduplicate: ``False`` (default): identical rows without ``uid`` are distinct
+        measurements, each stored with its own stable uid (counted in the summary's ``identical``).
+        ``True``: the source repeats itself, send each distinct row once (the repeats are counted in
+        ``identical`` and ``deduplicated``).
     :param kwargs: passed to ``BaseOperator`` (``retries``, ``retry_delay``, ``retry_policy``, ``pool`` ...).
     """
 
@@ -175,6 +201,7 @@ class M3terIngestMeasurementsOperator(IntervalTemplatesGuard, BaseOperator):
         progress_interval: float = 5.0,
         spill_dir: str | None = None,
         pool_slots_total: int | None = None,
+        deduplicate: bool = False,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
@@ -203,6 +230,8 @@ class M3terIngestMeasurementsOperator(IntervalTemplatesGuard, BaseOperator):
             raise ValueError(f"{where}: max_in_flight must be an integer from 1 to 16, got {max_in_flight!r}")
         if not isinstance(fetch_size, int) or fetch_size < 1:
             raise ValueError(f"{where}: fetch_size must be a positive integer, got {fetch_size!r}")
+        if not isinstance(deduplicate, bool):
+            raise ValueError(f"{where}: deduplicate must be True or False, got {deduplicate!r}")
         if mapping is not None and not isinstance(mapping, Mapping):
             raise ValueError(f"{where}: mapping must be a dict of column -> target")
         try:
@@ -210,7 +239,12 @@ class M3terIngestMeasurementsOperator(IntervalTemplatesGuard, BaseOperator):
         except SourceError as exc:
             raise ValueError(f"{where}: {exc}") from None
         self.m3ter_conn_id = m3ter_conn_id
-        self.measurements = measurements
+        # data, not a template; an XComArg is left to Airflow to resolve
+        self.measurements = (
+            measurements
+            if measurements is None or callable(getattr(measurements, "resolve", None))
+            else _Data(measurements)
+        )
         self.source_path = source_path
         self.source_format = source_format
         self.sql = sql
@@ -228,6 +262,7 @@ class M3terIngestMeasurementsOperator(IntervalTemplatesGuard, BaseOperator):
         self.checkpoint = checkpoint
         self.progress_interval = progress_interval
         self.spill_dir = spill_dir
+        self.deduplicate = deduplicate
 
     # -- pieces -------------------------------------------------------------------------------------
 
@@ -239,9 +274,13 @@ class M3terIngestMeasurementsOperator(IntervalTemplatesGuard, BaseOperator):
         if self.sql is not None:
             return SqlSource(str(self.sql_conn_id), self.sql, self.sql_parameters, mapping, self.fetch_size)
         items = self.measurements
+        if isinstance(items, _Data):  # not rendered (execute() called directly)
+            items = items.value
         if isinstance(items, str):
             try:
-                items = json.loads(items)
+                items = loads_strict(items)
+            except DuplicateKeyError as exc:
+                raise SourceError(f"measurements: {exc}; which value is meant is ambiguous") from None
             except ValueError as exc:
                 raise SourceError(f"measurements is a string but not JSON: {exc}") from None
         if isinstance(items, Mapping) or items is None or not isinstance(items, Iterable):
@@ -303,6 +342,7 @@ class M3terIngestMeasurementsOperator(IntervalTemplatesGuard, BaseOperator):
             spill_dir=self.spill_dir,
             rerun=try_number > 1,
             logger=self.log,
+            deduplicate=self.deduplicate,
         )
         try:
             with hook.translate_errors():

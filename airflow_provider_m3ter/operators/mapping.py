@@ -3,22 +3,35 @@
 A mapping names, per column, the measurement field it fills (``meter``, ``account``, ``ts``,
 ``ets``, ``uid`` or ``<category>.<field>``) and converts values on the way: numbers from CSV text
 or SQL decimals, ISO-8601 text from datetimes, text from numbers for string categories.
+
+Numbers are converted exactly or refused: numeric text must be ASCII decimal notation
+(``-12``, ``3.5``, ``1e-3``; no ``1_000``, no ``+-``, no non-ASCII digits such as Arabic-Indic or
+fullwidth ones, no ``NaN``/``Infinity``), integers must lie within +-2**53 (what a 64-bit float holds
+exactly), and a value that would overflow to infinity or underflow to zero is refused. Every
+conversion problem is a row error naming its field, never a crash.
 """
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Iterable, Mapping
 from datetime import date, datetime, timezone
 from decimal import Decimal
 from typing import Any
 
-from airflow_provider_m3ter.client.measurements import NUMERIC_CATEGORIES, STRING_CATEGORIES
+from airflow_provider_m3ter.client.measurements import (
+    MAX_EXACT_INTEGER,
+    NUMERIC_CATEGORIES,
+    STRING_CATEGORIES,
+)
 
 __all__ = ["RowMapping", "SourceError", "parse_target"]
 
 _SCALAR_TARGETS = frozenset({"meter", "account", "ts", "ets", "uid"})
-_INTEGER = re.compile(r"[+-]?\d+")
+_INTEGER = re.compile(r"[+-]?[0-9]+", re.ASCII)
+_DECIMAL = re.compile(r"[+-]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][+-]?[0-9]+)?", re.ASCII)
+_NONZERO_MANTISSA = re.compile(r"[+-]?0*\.?0*[1-9]", re.ASCII)
 
 
 class SourceError(ValueError):
@@ -46,13 +59,57 @@ def parse_target(target: str) -> tuple[str, str | None]:
     )
 
 
+class ConversionError(ValueError):
+    """A value that cannot become what its field needs (the message says why)."""
+
+
+def _checked_float(value: float, shown: Any, nonzero: bool) -> float:
+    if math.isnan(value):
+        raise ConversionError("NaN is not a number m3ter accepts")
+    if not math.isfinite(value):
+        raise ConversionError(f"{shown!s:.40} is too large for a 64-bit floating-point number")
+    if value == 0.0 and nonzero:
+        raise ConversionError(
+            f"{shown!s:.40} is too small for a 64-bit floating-point number (it would become 0)"
+        )
+    return value
+
+
+def _checked_int(value: int, shown: Any) -> int:
+    if not -MAX_EXACT_INTEGER <= value <= MAX_EXACT_INTEGER:
+        raise ConversionError(
+            f"{shown!s:.40} is beyond +-2**53, so a 64-bit floating-point number cannot hold it exactly"
+        )
+    return value
+
+
 def _to_number(value: Any) -> Any:
-    """Numbers from CSV text or SQL types; raise ValueError for text that is not a number."""
+    """Numbers from CSV text or SQL types; raise ConversionError for anything not exactly a number."""
     if isinstance(value, str):
         text = value.strip()
-        return int(text) if _INTEGER.fullmatch(text) else float(text)
+        if _INTEGER.fullmatch(text):
+            if len(text.lstrip("+-0")) > 16:  # more digits than 2**53 has: refuse before int()
+                raise ConversionError(
+                    f"{text:.40} is beyond +-2**53, so a 64-bit floating-point number cannot hold it exactly"
+                )
+            return _checked_int(int(text), text)
+        if not _DECIMAL.fullmatch(text):
+            raise ConversionError(f"not a number in ASCII decimal notation: {value[:40]!r}")
+        return _checked_float(float(text), text, bool(_NONZERO_MANTISSA.match(text)))
     if isinstance(value, Decimal):
-        return int(value) if value == value.to_integral_value() else float(value)
+        if not value.is_finite():
+            raise ConversionError(f"{value} is not a finite number")
+        if value == value.to_integral_value():
+            if value.adjusted() > 16:
+                raise ConversionError(
+                    f"{value} is beyond +-2**53, so a 64-bit floating-point number cannot hold it exactly"
+                )
+            return _checked_int(int(value), value)
+        return _checked_float(float(value), value, value != 0)
+    if type(value) is int:
+        return _checked_int(value, value)
+    if type(value) is float:
+        return _checked_float(value, value, False)
     return value
 
 
@@ -72,8 +129,11 @@ def _to_timestamp(value: Any) -> Any:
     if isinstance(value, datetime):
         if value.tzinfo is None:
             value = value.replace(tzinfo=timezone.utc)
-        text = value.astimezone(timezone.utc).isoformat().replace("+00:00", "Z")
-        return text
+        try:
+            moment = value.astimezone(timezone.utc)
+        except OverflowError:
+            raise ConversionError(f"{value.isoformat()} is outside the years 0001-9999 in UTC") from None
+        return moment.isoformat().replace("+00:00", "Z")
     return value
 
 
@@ -135,16 +195,16 @@ class RowMapping:
             value = values[index]
             if value is None or value == "":
                 continue  # empty cells / NULLs mean "no value"
-            if key is None:
-                m[field] = _to_timestamp(value) if field in ("ts", "ets") else _to_code(value)
-                continue
-            if field in NUMERIC_CATEGORIES:
-                try:
-                    value = _to_number(value)
-                except ValueError:
-                    return f"{field}.{key}", f"not a number: {str(value)[:40]!r}"
-            else:
-                value = _to_text(value)
+            try:
+                if key is None:
+                    m[field] = _to_timestamp(value) if field in ("ts", "ets") else _to_code(value)
+                    continue
+                value = _to_number(value) if field in NUMERIC_CATEGORIES else _to_text(value)
+            except ConversionError as exc:
+                return (field if key is None else f"{field}.{key}"), str(exc)
+            except (ArithmeticError, ValueError, TypeError) as exc:  # any other value that will not convert
+                reason = f"cannot convert {type(value).__name__} value: {exc}"
+                return (field if key is None else f"{field}.{key}"), reason
             m.setdefault(field, {})[key] = value
         if self.meter is not None and "meter" not in m:
             m["meter"] = self.meter

@@ -23,16 +23,19 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any, BinaryIO, Protocol, cast
 
-from airflow_provider_m3ter.client.measurements import RowError
+from airflow_provider_m3ter.client.batches import MAX_BATCH_BYTES
+from airflow_provider_m3ter.client.measurements import NotANumber, RowError
 from airflow_provider_m3ter.operators.mapping import RowMapping, SourceError
 
 __all__ = [
     "FILE_FORMATS",
+    "DuplicateKeyError",
     "FileSource",
     "IterableSource",
     "MeasurementSource",
     "SourceRow",
     "SqlSource",
+    "loads_strict",
 ]
 
 SourceRow = tuple[int, "int | None", "dict[str, Any] | RowError"]
@@ -58,6 +61,79 @@ class _ScanningDecoder(Protocol):
     def scan_once(self, string: str, idx: int) -> tuple[Any, int]:
         """Decode the JSON value starting at ``idx``; return it and the index after it."""
         ...
+
+
+class DuplicateKeyError(ValueError):
+    """A JSON object names the same key twice (at any depth): which value is meant is ambiguous.
+
+    :param key: the repeated key.
+    """
+
+    def __init__(self, key: str) -> None:
+        super().__init__(f"the key {key!r} appears more than once in one JSON object")
+        self.key = key
+
+
+def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    """``object_pairs_hook``: a dict, or DuplicateKeyError when a key repeats."""
+    made = dict(pairs)
+    if len(made) != len(pairs):
+        seen: set[str] = set()
+        for key, _value in pairs:
+            if key in seen:
+                raise DuplicateKeyError(key)
+            seen.add(key)
+    return made
+
+
+def _strict_float(text: str) -> float | NotANumber:
+    """``parse_float``: the float, or :class:`NotANumber` when it would overflow or underflow to 0."""
+    value = float(text)
+    if value - value != 0.0:  # infinity
+        return NotANumber(text, "too large for a 64-bit floating-point number")
+    if value == 0.0 and any(digit in "123456789" for digit in text.lower().partition("e")[0]):
+        return NotANumber(text, "too small for a 64-bit floating-point number (it would become 0)")
+    return value
+
+
+_PLAIN_DECODER = json.JSONDecoder()
+
+
+def _skip_value(buffer: str, pos: int) -> int | None:
+    """Where the JSON value at ``pos`` ends (ignoring duplicate keys), or None if it is incomplete."""
+    try:
+        return _PLAIN_DECODER.raw_decode(buffer, pos)[1]
+    except json.JSONDecodeError:
+        return None
+
+
+#: The JSON decoder of every source: duplicate keys are refused, unrepresentable numbers marked.
+_DECODER = json.JSONDecoder(object_pairs_hook=_unique_keys, parse_float=_strict_float)
+
+
+def loads_strict(text: str | bytes) -> Any:
+    """``json.loads`` that refuses duplicate keys (:class:`DuplicateKeyError`) and marks numbers that
+    a 64-bit float cannot hold (:class:`~airflow_provider_m3ter.client.measurements.NotANumber`)."""
+    return json.loads(text, object_pairs_hook=_unique_keys, parse_float=_strict_float)
+
+
+def _json_error(exc: ValueError, row: int, line: int | None, source: str) -> RowError:
+    if isinstance(exc, DuplicateKeyError):
+        reason = f"{exc}; which value is meant is ambiguous"
+        return RowError(row, exc.key, reason, source, line)
+    reason = f"not valid JSON: {getattr(exc, 'msg', exc)}"
+    if isinstance(exc, json.JSONDecodeError):
+        reason += f" (column {exc.colno})"
+    return RowError(row, "", reason, source, line)
+
+
+def _text_encoding(encoding: str) -> str:
+    """The codec to read with: normalized (``utf8``, ``UTF-8``, ``U8`` are one), BOM-skipping for UTF-8."""
+    try:
+        name = codecs.lookup(encoding).name
+    except LookupError:
+        raise SourceError(f"unknown text encoding {encoding!r}") from None
+    return "utf-8-sig" if name in ("utf-8", "utf-8-sig") else name
 
 
 def _as_item(mapped: Any, row: int, line: int | None, source: str) -> dict[str, Any] | RowError:
@@ -130,7 +206,9 @@ class FileSource:
     :param file_format: ``jsonl``, ``json`` or ``csv``; ``None`` detects it.
     :param mapping: maps flat rows (CSV always; JSON rows when it has a ``mapping``) and supplies
         ``meter``/``account`` defaults.
-    :param encoding: text encoding of the file (a UTF-8 byte-order mark is skipped).
+    :param encoding: text encoding of the file, any name Python's ``codecs`` knows (``utf8``,
+        ``UTF-8`` and ``utf-8`` are the same codec; a UTF-8 byte-order mark is skipped).
+    :raises SourceError: an unknown encoding or format.
     """
 
     def __init__(
@@ -146,6 +224,7 @@ class FileSource:
         self.file_format = file_format
         self.mapping = mapping or RowMapping()
         self.encoding = encoding
+        self._codec = _text_encoding(encoding)
         self.name = str(path)
 
     def _open(self) -> BinaryIO:
@@ -211,11 +290,13 @@ class FileSource:
         simple = mapping.mapping is None and mapping.meter is None and mapping.account is None
         # the decoder's own scanner on decoded text skips json.loads' per-call encoding detection
         # typeshed's JSONDecoder stub omits scan_once, which every JSONDecoder sets in __init__
-        scan = cast(_ScanningDecoder, json.JSONDecoder()).scan_once
+        scan = cast(_ScanningDecoder, _DECODER).scan_once
+        codec = self._codec
+        fast_codec = "utf-8" if codec == "utf-8-sig" else codec  # the BOM can only start line 1
         row = 0
         for line_no, raw in enumerate(handle, start=1):
             try:
-                text = raw.decode(self.encoding)
+                text = raw.decode(fast_codec)
                 item, end = scan(text, 0)
                 if end != len(text) and (rest := text[end:]) != "\n" and rest.strip():
                     raise ValueError("extra data")
@@ -225,12 +306,15 @@ class FileSource:
                     continue
                 row += 1
                 try:
-                    item = json.loads(raw)
-                except ValueError as exc:
-                    reason = f"not valid JSON: {getattr(exc, 'msg', exc)}"
-                    if isinstance(exc, json.JSONDecodeError):
-                        reason += f" (column {exc.colno})"
+                    text = raw.decode(codec if line_no == 1 else fast_codec)
+                except UnicodeDecodeError as exc:
+                    reason = f"not valid {self.encoding} text at byte {exc.start + 1}"
                     yield row, line_no, RowError(row, "", reason, name, line_no)
+                    continue
+                try:
+                    item = loads_strict(text)
+                except ValueError as exc:
+                    yield row, line_no, _json_error(exc, row, line_no, name)
                     continue
             else:
                 row += 1
@@ -240,8 +324,8 @@ class FileSource:
                 yield row, line_no, _as_item(mapping.from_dict(item, plans), row, line_no, name)
 
     def _json_array(self, handle: BinaryIO) -> Iterator[SourceRow]:
-        text = io.TextIOWrapper(handle, encoding="utf-8-sig" if self.encoding == "utf-8" else self.encoding)
-        decode = json.JSONDecoder().raw_decode
+        text = io.TextIOWrapper(handle, encoding=self._codec)
+        decode = _DECODER.raw_decode
         mapping, name = self.mapping, self.name
         plans: dict[tuple[str, ...], list[Any]] = {}
         buffer, pos, line, row, eof = "", 0, 1, 0, False
@@ -282,6 +366,15 @@ class FileSource:
                     # A value that reaches the end of the buffer may be cut short (a number).
                     if end < len(buffer) or eof:
                         break
+                except DuplicateKeyError as exc:
+                    skipped = _skip_value(buffer, pos)
+                    if skipped is not None and (skipped < len(buffer) or eof):
+                        item, end = exc, skipped
+                        break
+                    if skipped is None and eof:
+                        raise SourceError(
+                            f"{name}: element {row + 1} at line {line} is not valid JSON"
+                        ) from None
                 except json.JSONDecodeError as exc:
                     if eof:
                         raise SourceError(
@@ -290,7 +383,10 @@ class FileSource:
                 if not fill():
                     continue
             row += 1
-            yield row, line, _as_item(mapping.from_dict(item, plans), row, line, name)
+            if isinstance(item, DuplicateKeyError):
+                yield row, line, _json_error(item, row, line, name)
+            else:
+                yield row, line, _as_item(mapping.from_dict(item, plans), row, line, name)
             line += buffer.count("\n", pos, end)
             pos = end
             char = next_char()
@@ -304,21 +400,57 @@ class FileSource:
             pos += 1
 
     def _csv(self, handle: BinaryIO) -> Iterator[SourceRow]:
-        text = io.TextIOWrapper(
-            handle, encoding="utf-8-sig" if self.encoding == "utf-8" else self.encoding, newline=""
-        )
-        reader = csv.reader(text)
+        """CSV rows; a structurally broken file raises SourceError (file, line, reason) before any row
+        after the break is used, and the run sends nothing (it checks the whole source first)."""
+        text = io.TextIOWrapper(handle, encoding=self._codec, newline="")
+        _allow_fields_up_to_the_request_limit()
+        reader = csv.reader(text, strict=True)
         name = self.name
-        header = next(reader, None)
+
+        def broken(line: int, reason: str) -> SourceError:
+            return SourceError(f"{name}: line {line}: {reason}; the file is not valid CSV, nothing was sent")
+
+        try:
+            header = next(reader, None)
+        except csv.Error as exc:
+            raise broken(reader.line_num, str(exc)) from None
         if header is None:
             return
+        if reader.line_num != 1:
+            raise broken(1, f"the header spans lines 1-{reader.line_num} (a quote is not closed)")
         header = [column.strip() for column in header]
         plan = self.mapping.plan(header)
         width = len(header)
         build = self.mapping.build
         row, last_line = 0, reader.line_num
-        for values in reader:
-            line, last_line = last_line + 1, reader.line_num
+        while True:
+            line = last_line + 1
+            try:
+                values = next(reader, None)
+            except csv.Error as exc:
+                message = str(exc)
+                if "field larger than field limit" in message and reader.line_num == line:
+                    # one line holding a field over m3ter's request size: that row can never be sent
+                    last_line = reader.line_num
+                    row += 1
+                    reason = (
+                        f"a field is over {MAX_BATCH_BYTES:,} characters; m3ter's request limit is "
+                        f"{MAX_BATCH_BYTES:,} bytes"
+                    )
+                    yield row, line, RowError(row, "", reason, name, line)
+                    continue
+                if message == "unexpected end of data":
+                    message = f"a quoted field opened on line {line} is not closed before the end of the file"
+                raise broken(line, message) from None
+            if values is None:
+                return
+            if reader.line_num != line:
+                raise broken(
+                    line,
+                    f"the record spans lines {line}-{reader.line_num}: a quoted field holds a line break "
+                    "(a stray quote merges rows); line breaks inside CSV values are refused",
+                )
+            last_line = reader.line_num
             if not values:
                 continue
             row += 1
@@ -327,6 +459,16 @@ class FileSource:
                 yield row, line, RowError(row, "", reason, name, line)
                 continue
             yield row, line, _as_item(build(values, plan), row, line, name)
+
+
+def _allow_fields_up_to_the_request_limit() -> None:
+    """Raise the csv module's (process-wide) field limit to m3ter's request size if it is lower.
+
+    The default (131,072 characters) is stricter than m3ter; a larger field cannot be sent at all
+    and becomes a row error.
+    """
+    if csv.field_size_limit() < MAX_BATCH_BYTES:
+        csv.field_size_limit(MAX_BATCH_BYTES)
 
 
 # --- SQL ----------------------------------------------------------------------------------------

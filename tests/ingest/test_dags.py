@@ -136,6 +136,7 @@ def test_operator_sources_invalid_input_and_error_boundary(m3ter_emulator, airfl
 
     states, values = metadata(airflow_env, "ingest_checks")
     assert states["ingest_from_xcom"] == ("success", 1)
+    assert states["ingest_inline_literal"] == ("success", 1)
     assert states["ingest_csv_skip"] == ("success", 1)
     assert states["ingest_invalid_fail"] == ("failed", 1)  # bad input: no retry
     assert states["ingest_forbidden"] == ("failed", 1)  # 403: no retry
@@ -145,12 +146,18 @@ def test_operator_sources_invalid_input_and_error_boundary(m3ter_emulator, airfl
         {"meter": "api_calls", "account": f"xcom-{i}", "ts": f"2024-05-01T0{i}:00:00Z", "measure": {"n": i}}
         for i in range(5)
     ]
+    xcom_rows[0]["who"] = {"note": "{{ 7*7 }}"}  # XCom data is never rendered
+    # inline data is never a template either
+    literal = [
+        {"meter": "api_calls", "account": "{{ ds }}", "ts": "2024-05-01T00:00:00Z", "who": {"n": "{{ 7*7 }}"}}
+    ]
     csv_rows = [
         {"account": c, "ts": t, "measure": {"calls": int(n)}, "who": {"user": u}, "meter": "api_calls"}
         for c, t, n, u, _ in good
     ]
     expected = with_uids("ingest_checks.ingest_from_xcom", xcom_rows)
     expected |= with_uids("ingest_checks.ingest_csv_skip", csv_rows)
+    expected |= with_uids("ingest_checks.ingest_inline_literal", literal)
     assert stored(m3ter_emulator) == expected
 
     dead = tmp_path / "dead-2024-05-02.jsonl"
@@ -158,7 +165,7 @@ def test_operator_sources_invalid_input_and_error_boundary(m3ter_emulator, airfl
     assert (values["ingest_csv_skip"]["invalid"], values["ingest_csv_skip"]["sent"]) == (2, 8)
     letters = [json.loads(line) for line in dead.read_text().splitlines()]
     assert [(d["row"], d["line"], d["errors"]) for d in letters] == [
-        (4, 5, [{"field": "measure.calls", "reason": "not a number: 'many'"}]),
+        (4, 5, [{"field": "measure.calls", "reason": "not a number in ASCII decimal notation: 'many'"}]),
         (10, 11, [{"field": "ts", "reason": "is required"}]),
     ]
 
@@ -196,7 +203,7 @@ def test_killed_ingest_resumes_after_the_last_acknowledged_batch(
     assert run.returncode == 0, output[-3000:]
     assert "[SUPERVISED] task_id=ingest try_number=1 exit_code=-9" in output
     assert "[SUPERVISED] task_id=ingest try_number=2 exit_code=0" in output
-    assert "resuming after 5 acknowledged batches (5000 measurements)" in output
+    assert "resuming: 5 acknowledged batches (5000 measurements) are not sent again" in output
 
     stats = m3ter_emulator.stats()
     assert stats["measurements_stored"] == 12_000
@@ -208,6 +215,67 @@ def test_killed_ingest_resumes_after_the_last_acknowledged_batch(
     summary = values["ingest"]
     assert summary["resumed_from"] == {"batches": 5, "measurements": 5000}
     assert (summary["sent"], summary["batches"], summary["total_batches"]) == (7000, 7, 12)
+    # the checkpoint stays, complete, so that no later try of this task sends anything again
+    assert checkpoint(airflow_env)["complete"] is True
+
+
+def checkpoint(airflow_env: Any) -> dict:
     with sqlite3.connect(airflow_env.home / "airflow.db") as db:
-        left = db.execute("select count(*) from task_state_store where dag_id = 'ingest_crash'").fetchone()
-    assert left == (0,)  # the checkpoint is cleared on success
+        [(value,)] = db.execute("select value from task_state_store where dag_id = 'ingest_crash'").fetchall()
+    return json.loads(value)
+
+
+def _crash_run(m3ter_emulator: Any, airflow_env: Any, tmp_path: Path, data: list[dict], **env: str) -> str:
+    source = tmp_path / "usage.jsonl"
+    source.write_text("".join(json.dumps(m) + "\n" for m in data))
+    run = subprocess.run(
+        supervised_command("ingest_crash", "2024-05-02"),
+        env={
+            **airflow_env.base_env,
+            "AIRFLOW__CORE__DAGS_FOLDER": str(TEST_DAGS),
+            **m3ter_emulator.airflow_env(),
+            "M3TER_TEST_SOURCE": str(source),
+            **env,
+        },
+        cwd=str(REPO),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    output = run.stdout + run.stderr
+    assert run.returncode == 0, output[-3000:]
+    assert "[SUPERVISED] task_id=ingest try_number=1 exit_code=-9" in output
+    assert "[SUPERVISED] task_id=ingest try_number=2 exit_code=0" in output
+    return output
+
+
+def test_a_kill_after_execute_returned_resends_nothing(m3ter_emulator, airflow_env, tmp_path) -> None:
+    data = usage(12_000)
+    output = _crash_run(m3ter_emulator, airflow_env, tmp_path, data, M3TER_TEST_KILL_IN="post_execute")
+    assert "an earlier try delivered all 12 batches (12000 measurements)" in output
+    stats = m3ter_emulator.stats()
+    assert (stats["measurements_received"], stats["measurements_stored"]) == (12_000, 12_000)
+    states, values = metadata(airflow_env, "ingest_crash")
+    assert states["ingest"] == ("success", 2)
+    assert values["ingest"]["sent"] == 0
+    assert values["ingest"]["resumed_from"] == {"batches": 12, "measurements": 12_000}
+
+
+def test_a_kill_with_requests_in_flight_resends_at_most_those(m3ter_emulator, airflow_env, tmp_path) -> None:
+    data = usage(30_000)
+    # the 3rd request is throttled for 4 s; the other three workers go on meanwhile
+    m3ter_emulator.set_faults(target="ingest", sequence=["ok", "ok", "429"], retry_after="4")
+    output = _crash_run(
+        m3ter_emulator,
+        airflow_env,
+        tmp_path,
+        data,
+        M3TER_TEST_KILL_AFTER="14",
+        M3TER_TEST_MAX_IN_FLIGHT="4",
+    )
+    assert "resuming: 14 acknowledged batches (14000 measurements) are not sent again" in output
+    stats = m3ter_emulator.stats()
+    assert stats["measurements_stored"] == 30_000
+    # at the kill at most 4 batches were in flight (acknowledged but unrecorded, or not yet answered)
+    assert stats["duplicates_received"] <= 4 * 1000, stats
+    assert stored(m3ter_emulator) == with_uids("crash-test", data)

@@ -49,6 +49,8 @@ def test_measurements_are_stored_exactly_with_derived_uids(m3ter_emulator, clien
         "read": 2500,
         "valid": 2500,
         "invalid": 0,
+        "identical": 0,
+        "deduplicated": 0,
         "sent": 2500,
         "batches": 3,
         "total_batches": 3,
@@ -169,7 +171,11 @@ def test_failed_run_checkpoints_and_the_retry_resumes(m3ter_emulator, client_fac
     assert (summary.sent, summary.batches, summary.total_batches) == (6000, 6, 10)
     stats = m3ter_emulator.stats()
     assert (stats["measurements_stored"], stats["duplicates_received"]) == (10_000, 0)
-    assert store.state is None  # cleared on success
+    assert store.state is not None
+    assert store.state["complete"] is True  # kept: a later try sends nothing
+    again = ingest_run(client_factory(), checkpoint=store).run_measurements(data)
+    assert (again.sent, again.resumed_from) == (0, {"batches": 10, "measurements": 10_000})
+    assert m3ter_emulator.stats()["measurements_received"] == 10_000
     assert set(stored_by_uid(m3ter_emulator)) == {derive_uid("dag.task", m) for m in data}
 
 
@@ -181,8 +187,11 @@ def test_a_checkpoint_of_other_data_is_ignored(m3ter_emulator, client_factory) -
     assert m3ter_emulator.stats()["measurements_stored"] == 3000
 
 
-def test_concurrent_sends_checkpoint_only_the_acknowledged_prefix(m3ter_emulator, client_factory) -> None:
-    data = usage(8000)
+@pytest.mark.parametrize("max_in_flight", [1, 2, 4, 8])
+def test_concurrent_sends_checkpoint_every_acknowledged_batch(
+    m3ter_emulator, client_factory, max_in_flight: int
+) -> None:
+    data = usage(12_000)
     client = client_factory()
     real_submit = client.submit_measurements
     third_batch_first_uid = derive_uid("dag.task", data[2000]).encode()
@@ -195,14 +204,38 @@ def test_concurrent_sends_checkpoint_only_the_acknowledged_prefix(m3ter_emulator
     client.submit_measurements = submit  # type: ignore[method-assign]
     store = MemoryCheckpointStore()
     with pytest.raises(M3terFinalError):
-        ingest_run(client, checkpoint=store, max_in_flight=4).run_measurements(data)
+        ingest_run(client, checkpoint=store, max_in_flight=max_in_flight).run_measurements(data)
     assert store.state is not None
-    assert store.state["batches"] == 2
-    # batches after the failed one may have been acknowledged, but they are not in the prefix
-    assert m3ter_emulator.stats()["measurements_stored"] >= 2000
-    summary = ingest_run(client_factory(), checkpoint=store, max_in_flight=4).run_measurements(data)
-    assert summary.resumed_from == {"batches": 2, "measurements": 2000}
-    assert m3ter_emulator.stats()["measurements_stored"] == 8000
+    # batches after the failed one were acknowledged too: the checkpoint holds each of them
+    stored_uids = set(stored_by_uid(m3ter_emulator))
+    acked = {index for start, end in store.state["acked"] for index in range(start, end)}
+    stored_batches = {i // 1000 for i, m in enumerate(data) if derive_uid("dag.task", m) in stored_uids}
+    assert acked == stored_batches
+    assert 2 not in acked
+    assert {0, 1} <= acked
+    assert len(acked) <= 2 + max_in_flight - 1  # nothing is submitted after the failure
+    summary = ingest_run(client_factory(), checkpoint=store, max_in_flight=max_in_flight).run_measurements(
+        data
+    )
+    assert summary.resumed_from == {"batches": len(acked), "measurements": 1000 * len(acked)}
+    stats = m3ter_emulator.stats()
+    assert (stats["measurements_stored"], stats["duplicates_received"]) == (12_000, 0)
+
+
+def test_a_checkpoint_with_a_gap_resends_only_the_gap(m3ter_emulator, client_factory) -> None:
+    data = usage(5000)
+    first = ingest_run(client_factory(), checkpoint=(store := MemoryCheckpointStore()))
+    first.run_measurements(data)
+    state = dict(store.state or {})
+    m3ter_emulator.reset()
+    # an earlier try acknowledged batches 0, 1 and 3 (batch 2 was in flight when it died)
+    state.update(acked=[[0, 2], [3, 4]], batches=3, measurements=3000, complete=False)
+    summary = ingest_run(client_factory(), checkpoint=MemoryCheckpointStore(state)).run_measurements(data)
+    assert summary.resumed_from == {"batches": 3, "measurements": 3000}
+    assert (summary.sent, summary.batches) == (2000, 2)
+    assert sorted(stored_by_uid(m3ter_emulator)) == sorted(
+        derive_uid("dag.task", m) for m in data[2000:3000] + data[4000:]
+    )
 
 
 def test_413_halves_batches_until_they_fit(m3ter_emulator, client_factory) -> None:

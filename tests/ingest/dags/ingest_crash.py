@@ -1,7 +1,10 @@
-"""Test DAG: an ingest whose first try is SIGKILLed right after a batch is acknowledged.
+"""Test DAG: an ingest whose first try is SIGKILLed at a chosen moment.
 
-The kill comes after m3ter acknowledged batch ``M3TER_TEST_KILL_AFTER + 1`` and before that batch
-is recorded in ``task_state_store``: the worst moment, so the retry must resend exactly that batch.
+* ``M3TER_TEST_KILL_AFTER=n``: after m3ter acknowledged an (n + 1)-th batch and before that
+  acknowledgement is recorded in ``task_state_store``: the worst moment, so the retry must resend at
+  most the batches in flight then (with ``M3TER_TEST_MAX_IN_FLIGHT`` requests at once).
+* ``M3TER_TEST_KILL_IN=post_execute``: after ``execute()`` returned, before Airflow records success:
+  the retry must send nothing.
 """
 
 from __future__ import annotations
@@ -16,6 +19,8 @@ from airflow.sdk import DAG
 from airflow_provider_m3ter.operators.ingest import M3terIngestMeasurementsOperator, TaskStateCheckpoint
 
 KILL_AFTER = int(os.environ.get("M3TER_TEST_KILL_AFTER", "0"))
+KILL_IN = os.environ.get("M3TER_TEST_KILL_IN", "")
+MAX_IN_FLIGHT = int(os.environ.get("M3TER_TEST_MAX_IN_FLIGHT", "1"))
 
 
 class _KillingCheckpoint(TaskStateCheckpoint):
@@ -34,6 +39,11 @@ class CrashingIngestOperator(M3terIngestMeasurementsOperator):
             return _KillingCheckpoint(store.store, store.key)
         return store
 
+    def post_execute(self, context: Any, result: Any = None) -> None:
+        if KILL_IN == "post_execute" and context["ti"].try_number == 1:
+            os.kill(os.getpid(), signal.SIGKILL)
+        super().post_execute(context, result)
+
 
 with DAG(
     dag_id="ingest_crash",
@@ -46,4 +56,5 @@ with DAG(
         task_id="ingest",
         source_path=os.environ.get("M3TER_TEST_SOURCE", "/nonexistent.jsonl"),
         uid_namespace="crash-test",
+        max_in_flight=MAX_IN_FLIGHT,
     )

@@ -1,0 +1,199 @@
+"""Identical rows and repeated uids in one source, found with bounded memory.
+
+Plain Python, no Airflow. While a run prepares its batches it records, for every valid row, a
+fixed-size entry in one of :data:`PARTITIONS` ledger files on local disk (chosen by the row's key
+digest). After the source is read, each partition is resolved on its own:
+
+* a row **without** ``uid`` is keyed by its derived uid (a hash of namespace and content). The
+  first row of a group of identical rows keeps that uid; the k-th repeat (k = 1, 2, ...) gets the
+  uid of :func:`~airflow_provider_m3ter.client.encoding.occurrence_uid`, so identical rows are
+  distinct measurements, and a reordered source gives the same set of uids. With
+  ``deduplicate=True`` the repeats are dropped instead (and counted).
+* a row **with** an explicit ``uid`` is keyed by that uid. The same uid with the same content again
+  is the same measurement: the repeat is dropped (and counted as identical). The same uid with
+  different content is ambiguous (m3ter would keep one and drop the others): every row of that uid
+  is a row error.
+
+Memory: a partition's entries are resolved at once, about 80 bytes per entry, so the peak is about
+``80 * rows / PARTITIONS`` bytes (1.25 bytes per source row; 12 MB for 10,000,000 rows) plus a
+dict entry per *distinct repeated* key in the partition. Disk: 48 bytes per valid row.
+"""
+
+from __future__ import annotations
+
+import collections
+import hashlib
+import heapq
+import struct
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO
+
+from airflow_provider_m3ter.client.encoding import occurrence_uid
+
+__all__ = ["DROP", "PARTITIONS", "UID_AT", "Conflict", "Resolution", "RowLedger"]
+
+#: Ledger files; a power of two (the partition is the key digest's first byte modulo this).
+PARTITIONS = 64
+# key (16 bytes) | content digest (8) | spill offset (8) | row, high bit = explicit uid (8) | line (8)
+_ENTRY = struct.Struct("<16sQQQQ")
+_WORDS = _ENTRY.size // 8
+_EXPLICIT = 1 << 63
+# an action on the spill: offset (8) | new uid (40 ASCII bytes), all zero bytes meaning "drop"
+_ACTION = struct.Struct("<Q40s")
+_DROP = bytes(40)
+#: An action's uid meaning "drop this record".
+DROP = _DROP
+#: Where a derived uid starts in its record (after ``{"uid":"``).
+UID_AT = 8
+
+
+@dataclass(frozen=True)
+class Conflict:
+    """A row whose explicit ``uid`` also appears with different content elsewhere in the source.
+
+    :param offset: where its record is in the spill file.
+    :param row: 1-based row number in the source.
+    :param line: 1-based line in the file, or None.
+    :param rows: how many rows of the source carry it.
+    """
+
+    offset: int
+    row: int
+    line: int | None
+    rows: int
+
+
+@dataclass
+class Resolution:
+    """What resolving the ledger found (counts, plus the per-partition action files to apply)."""
+
+    #: rows whose content (or explicit uid and content) repeats an earlier row's
+    identical: int = 0
+    #: of those, rows not to be sent (``deduplicate=True``, or a repeated explicit uid)
+    dropped: int = 0
+    #: rows given an occurrence uid
+    patched: int = 0
+    #: rows whose explicit uid repeats with different content (each one handed to ``on_conflict``)
+    conflict_rows: int = 0
+    files: list[Path] = field(default_factory=list)
+
+    def actions(self) -> Iterator[tuple[int, bytes]]:
+        """Every ``(spill offset, new uid or 40 zero bytes for "drop")``, in offset order."""
+        return heapq.merge(*(_read_actions(path) for path in self.files))
+
+
+def _read_actions(path: Path) -> Iterator[tuple[int, bytes]]:
+    with open(path, "rb") as handle:
+        while chunk := handle.read(_ACTION.size * 4096):
+            yield from _ACTION.iter_unpack(chunk)
+
+
+class RowLedger:
+    """Records one entry per valid row; :meth:`resolve` finds the repeats.
+
+    :param directory: an existing directory for the ledger files (the run's temp dir).
+    :param namespace: the run's uid namespace (for occurrence uids).
+    :param deduplicate: drop identical rows without ``uid`` instead of giving them occurrence uids.
+    """
+
+    def __init__(self, directory: Path, namespace: str, deduplicate: bool = False) -> None:
+        self.directory = directory
+        self.namespace = namespace
+        self.deduplicate = deduplicate
+        self._paths = [directory / f"ledger-{i:02d}" for i in range(PARTITIONS)]
+        self._files: list[IO[bytes]] = [open(p, "wb", buffering=1 << 14) for p in self._paths]  # noqa: SIM115
+        self._writes = [f.write for f in self._files]
+        self._pack = _ENTRY.pack
+
+    def add_derived(self, digest: bytes, offset: int, row: int, line: int | None) -> None:
+        """A row without ``uid``: ``digest`` is its derived uid's digest (at least 16 bytes)."""
+        self._writes[digest[0] & (PARTITIONS - 1)](
+            self._pack(digest[:16], int.from_bytes(digest[:8], "little"), offset, row, line or 0)
+        )
+
+    def add_explicit(self, uid: str, content: bytes, offset: int, row: int, line: int | None) -> None:
+        """A row with an explicit ``uid``; ``content`` is its canonical JSON without the uid."""
+        key = hashlib.blake2b(uid.encode("utf-8"), digest_size=16, person=b"m3ter-uid").digest()
+        content_digest = int.from_bytes(hashlib.blake2b(content, digest_size=8).digest(), "little")
+        self._writes[key[0] & (PARTITIONS - 1)](
+            self._pack(key, content_digest, offset, row | _EXPLICIT, line or 0)
+        )
+
+    def close(self) -> None:
+        """Flush and close the ledger files (idempotent)."""
+        for handle in self._files:
+            handle.close()
+
+    def resolve(self, on_conflict: Callable[[Conflict], None]) -> Resolution:
+        """Resolve every partition; the ledger files are removed, action files stay in the directory.
+
+        :param on_conflict: called for every row whose explicit uid repeats with different content.
+        """
+        self.close()
+        result = Resolution()
+        for index, path in enumerate(self._paths):
+            blob = path.read_bytes()
+            path.unlink()
+            if not blob:
+                continue
+            heads = memoryview(blob).cast("Q")[0::_WORDS].tolist()
+            if len(set(heads)) == len(heads):  # the common case: no repeats in this partition
+                continue
+            repeated = {head for head, count in collections.Counter(heads).items() if count > 1}
+            del heads
+            actions = self.directory / f"actions-{index:02d}"
+            self._resolve_partition(blob, repeated, actions, result, on_conflict)
+            result.files.append(actions)
+        return result
+
+    def _resolve_partition(
+        self,
+        blob: bytes,
+        repeated: set[int],
+        actions_path: Path,
+        result: Resolution,
+        on_conflict: Callable[[Conflict], None],
+    ) -> None:
+        def entries() -> Iterator[tuple[bytes, int, int, int, int]]:
+            for entry in _ENTRY.iter_unpack(blob):
+                if int.from_bytes(entry[0][:8], "little") in repeated:
+                    yield entry
+
+        # pass 1: per key, how many rows and whether rows of one explicit uid disagree on content
+        groups: dict[bytes, list[int]] = {}  # key -> [rows, first content digest, conflict flag]
+        for key, content, _offset, _row, _line in entries():
+            group = groups.get(key)
+            if group is None:
+                groups[key] = [1, content, 0]
+            else:
+                group[0] += 1
+                if content != group[1]:
+                    group[2] = 1
+        # pass 2, in spill (= source) order: the first row of a group stays as it is; each repeat
+        # gets an occurrence uid or is dropped
+        seen: dict[bytes, int] = {}
+        with open(actions_path, "wb", buffering=1 << 16) as out:
+            for key, _content, offset, row, line in entries():
+                rows, _first, conflict = groups[key]
+                if rows == 1:
+                    continue  # a 64-bit head shared with another key, not a repeat
+                explicit = bool(row & _EXPLICIT)
+                row &= ~_EXPLICIT
+                occurrence = seen.get(key, 0)
+                seen[key] = occurrence + 1
+                if explicit and conflict:
+                    result.conflict_rows += 1
+                    on_conflict(Conflict(offset, row, line or None, rows))
+                    out.write(_ACTION.pack(offset, _DROP))
+                    continue
+                if occurrence == 0:
+                    continue
+                result.identical += 1
+                if explicit or self.deduplicate:
+                    result.dropped += 1
+                    out.write(_ACTION.pack(offset, _DROP))
+                else:
+                    result.patched += 1
+                    out.write(_ACTION.pack(offset, occurrence_uid(key, occurrence).encode("ascii")))
