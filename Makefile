@@ -7,7 +7,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test lint typecheck check bench clean deploy-test ui-test e2e
+.PHONY: run test lint typecheck check bench soak clean deploy-test ui-test e2e
 
 $(STAMP): pyproject.toml Makefile
 	$(PYTHON) -m venv $(VENV)
@@ -46,6 +46,10 @@ typecheck: $(STAMP)
 	$(BIN)/mypy
 
 check: lint typecheck test
+
+# the ingest conservation-law property test, long (CI runs it with 150 examples)
+soak: $(STAMP)
+	M3TER_LAW_EXAMPLES=$${M3TER_LAW_EXAMPLES:-3000} $(BIN)/python -m pytest tests/ingest/test_law.py -q
 
 bench: $(STAMP)
 	$(BIN)/python -m pip install --quiet -e ".[bench]"
