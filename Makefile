@@ -47,7 +47,7 @@ typecheck: $(STAMP)
 
 check: lint typecheck test
 
-# the ingest conservation-law property test, long (CI runs it with 150 examples)
+# the ingest conservation-law property test, long (CI runs it with 300 examples)
 soak: $(STAMP)
 	M3TER_LAW_EXAMPLES=$${M3TER_LAW_EXAMPLES:-3000} $(BIN)/python -m pytest tests/ingest/test_law.py -q
 

@@ -77,6 +77,7 @@ __all__ = ["IngestRun", "number_rows"]
 log = logging.getLogger("airflow_provider_m3ter.ingest")
 
 OnInvalid = Literal["fail", "skip"]
+_RECORD_DECODER = json.JSONDecoder()
 #: How often a 403 on a multi-record batch may halve it before the 403 counts as final.
 MAX_403_SPLITS = 3
 
@@ -315,11 +316,13 @@ class IngestRun:
         summary = self.summary
         reader = open(spill.path, "rb")  # noqa: SIM115 - closed below
 
-        def record_at(offset: int) -> bytes:
-            return os.pread(reader.fileno(), self.builder_args[1], offset).split(b"\n", 1)[0]
+        def record_at(offset: int) -> Any:
+            # batches follow each other without a separator: decode the one record that starts here
+            text = os.pread(reader.fileno(), self.builder_args[1], offset).decode("ascii")
+            return _RECORD_DECODER.raw_decode(text)[0]
 
         def conflict(found: Conflict) -> None:
-            data = json.loads(record_at(found.offset))
+            data = record_at(found.offset)
             reason = (
                 f"uid {data.get('uid')!r} is given to {found.rows} rows of this source with different "
                 "content; m3ter would keep one of them and drop the others"

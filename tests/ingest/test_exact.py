@@ -396,3 +396,17 @@ def test_counts_add_up_for_a_mixed_source(m3ter_emulator, client_factory) -> Non
     stored = Counter(m["account"] for m in m3ter_emulator.measurements())
     assert summary.read == summary.valid + summary.invalid
     assert summary.valid - summary.deduplicated == summary.sent == sum(stored.values()) == 5
+
+
+def test_a_uid_conflict_at_the_end_of_a_batch_is_reported_with_its_data(
+    m3ter_emulator, client_factory
+) -> None:
+    # found by the law test: batches follow each other in the spill file without a separator
+    data = [{**ROW, "uid": "u-2"}, {**ROW, "uid": "z"}, {**ROW, "uid": "z", "measure": {"requests": 5}}]
+    summary = run(client_factory(), IterableSource(data), on_invalid="skip", max_batch_count=2)
+    assert (summary.invalid, summary.sent) == (2, 1)
+    letters = [json.loads(line) for line in Path(summary.dead_letter_path).read_text().splitlines()]
+    assert sorted((d["row"], d["data"]["uid"], d["data"]["measure"]["requests"]) for d in letters) == [
+        (2, "z", 1),
+        (3, "z", 5),
+    ]

@@ -45,7 +45,7 @@ from airflow_provider_m3ter.operators.sources import FileSource, IterableSource,
 from tests.ingest.conftest import make_client
 from tests.ingest.postgres import running_server
 
-EXAMPLES = int(os.environ.get("M3TER_LAW_EXAMPLES", "150"))
+EXAMPLES = int(os.environ.get("M3TER_LAW_EXAMPLES", "300"))
 FORMATS = ["csv", "csv.gz", "jsonl", "jsonl.gz", "json", "iterable", "sqlite", "postgres"]
 BATCH = 7  # small batches: many of them from a few rows
 NAMESPACE = "law"
@@ -319,6 +319,7 @@ def test_every_row_is_stored_once_or_reported(
         kinds=["500", "502", "504", "429", "drop", "drop_after"], retry_after="1",
     )  # fmt: skip
     store = KillingStore(kill_at)
+    src = write_source(rows, damage, fmt, tmp, postgres_dsn)  # every try reads it again
     tries = interrupted = 0
     acknowledged: list[int] = []  # records per acknowledged request, across all tries
     summary = None
@@ -338,7 +339,6 @@ def test_every_row_is_stored_once_or_reported(
             client, namespace=NAMESPACE, on_invalid="skip", dead_letter_path=tmp / "dead.jsonl",
             max_in_flight=max_in_flight, checkpoint=store, max_batch_count=BATCH, deduplicate=deduplicate,
         )  # fmt: skip
-        src = write_source(rows, damage, fmt, tmp, postgres_dsn)
         try:
             summary = run.run(src.rows(), src.name)
         except (Killed, M3terError):
