@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from binascii import hexlify
 from json.encoder import c_make_encoder, encode_basestring_ascii  # type: ignore[attr-defined]
 from typing import Any
 
@@ -82,8 +83,8 @@ class UidDeriver:
         hasher.update(canonical)
         digest = hasher.digest()
         if len(canonical) <= 2:
-            return b'{"uid":"' + digest.hex().encode("ascii") + b'"}', digest
-        return b'{"uid":"' + digest.hex().encode("ascii") + b'",' + canonical[1:], digest
+            return b'{"uid":"' + hexlify(digest) + b'"}', digest
+        return b'{"uid":"' + hexlify(digest) + b'",' + canonical[1:], digest
 
     def encode(self, m: dict[str, Any]) -> bytes:
         """Serialize a valid measurement once, adding a derived ``uid`` when it has none.

@@ -28,16 +28,19 @@ import struct
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO
+from typing import IO, Any
 
 from airflow_provider_m3ter.client.encoding import occurrence_uid
 
-__all__ = ["DROP", "PARTITIONS", "UID_AT", "Conflict", "Resolution", "RowLedger"]
+__all__ = ["DERIVED_ENTRY", "DROP", "PARTITIONS", "UID_AT", "Conflict", "Resolution", "RowLedger"]
 
 #: Ledger files; a power of two (the partition is the key digest's first byte modulo this).
 PARTITIONS = 64
 # key (16 bytes) | content digest (8) | spill offset (8) | row, high bit = explicit uid (8) | line (8)
-_ENTRY = struct.Struct("<16sQQQQ")
+_ENTRY = struct.Struct("<16s8sQQQ")
+#: The same 48-byte layout for a row without uid, from its 20-byte uid digest: the first 16 bytes
+#: are the key, the last 4 (and 4 zero bytes) the content digest (one value per key).
+DERIVED_ENTRY = struct.Struct("<20s4xQQQ")
 _WORDS = _ENTRY.size // 8
 _EXPLICIT = 1 << 63
 # an action on the spill: offset (8) | new uid (40 ASCII bytes), all zero bytes meaning "drop"
@@ -104,20 +107,20 @@ class RowLedger:
         self.deduplicate = deduplicate
         self._paths = [directory / f"ledger-{i:02d}" for i in range(PARTITIONS)]
         self._files: list[IO[bytes]] = [open(p, "wb", buffering=1 << 14) for p in self._paths]  # noqa: SIM115
-        self._writes = [f.write for f in self._files]
+        #: per partition, the ``write`` of its file (the run's hot loop calls them directly)
+        self.writes = [f.write for f in self._files]
         self._pack = _ENTRY.pack
+        self._derived = DERIVED_ENTRY.pack
 
     def add_derived(self, digest: bytes, offset: int, row: int, line: int | None) -> None:
         """A row without ``uid``: ``digest`` is its derived uid's digest (at least 16 bytes)."""
-        self._writes[digest[0] & (PARTITIONS - 1)](
-            self._pack(digest[:16], int.from_bytes(digest[:8], "little"), offset, row, line or 0)
-        )
+        self.writes[digest[0] & (PARTITIONS - 1)](self._derived(digest[:20], offset, row, line or 0))
 
     def add_explicit(self, uid: str, content: bytes, offset: int, row: int, line: int | None) -> None:
         """A row with an explicit ``uid``; ``content`` is its canonical JSON without the uid."""
         key = hashlib.blake2b(uid.encode("utf-8"), digest_size=16, person=b"m3ter-uid").digest()
-        content_digest = int.from_bytes(hashlib.blake2b(content, digest_size=8).digest(), "little")
-        self._writes[key[0] & (PARTITIONS - 1)](
+        content_digest = hashlib.blake2b(content, digest_size=8).digest()
+        self.writes[key[0] & (PARTITIONS - 1)](
             self._pack(key, content_digest, offset, row | _EXPLICIT, line or 0)
         )
 
@@ -156,13 +159,13 @@ class RowLedger:
         result: Resolution,
         on_conflict: Callable[[Conflict], None],
     ) -> None:
-        def entries() -> Iterator[tuple[bytes, int, int, int, int]]:
+        def entries() -> Iterator[tuple[bytes, bytes, int, int, int]]:
             for entry in _ENTRY.iter_unpack(blob):
                 if int.from_bytes(entry[0][:8], "little") in repeated:
                     yield entry
 
         # pass 1: per key, how many rows and whether rows of one explicit uid disagree on content
-        groups: dict[bytes, list[int]] = {}  # key -> [rows, first content digest, conflict flag]
+        groups: dict[bytes, list[Any]] = {}  # key -> [rows, first content digest, conflict flag]
         for key, content, _offset, _row, _line in entries():
             group = groups.get(key)
             if group is None:

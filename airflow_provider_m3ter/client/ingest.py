@@ -53,9 +53,9 @@ from airflow_provider_m3ter.client.checkpoint import (
 from airflow_provider_m3ter.client.dead_letters import dead_letter, open_dead_letters
 from airflow_provider_m3ter.client.encoding import UidDeriver, encode
 from airflow_provider_m3ter.client.errors import M3terFinalError, M3terPayloadTooLargeError
+from airflow_provider_m3ter.client.identical import DERIVED_ENTRY, PARTITIONS, Conflict, Resolution, RowLedger
 from airflow_provider_m3ter.client.identical import DROP as _DROP
 from airflow_provider_m3ter.client.identical import UID_AT as _UID_AT
-from airflow_provider_m3ter.client.identical import Conflict, Resolution, RowLedger
 from airflow_provider_m3ter.client.ingest_progress import (
     IngestSummary,
     InvalidMeasurementsError,
@@ -221,7 +221,8 @@ class IngestRun:
         max_record = builder.max_record_bytes
         deriver = UidDeriver(self.namespace)
         encode_derived, encode_plain = deriver.encode_derived, encode
-        add_derived, add_explicit = ledger.add_derived, ledger.add_explicit
+        add_explicit = ledger.add_explicit
+        ledger_writes, ledger_mask, derived_entry = ledger.writes, PARTITIONS - 1, DERIVED_ENTRY.pack
         validate, quick_check = validate_measurement, certainly_valid
         fingerprint = BatchFingerprint(*self.builder_args)
         if self.deduplicate:
@@ -231,6 +232,7 @@ class IngestRun:
         lo, hi = "\uffff", ""  # sort after / before every timestamp key
         read = valid = old = 0
         offset = 0  # where the batch being built starts in the spill file
+        in_batch = 0  # bytes of that batch so far (records and separators)
         next_report = self._clock() + self.progress_interval
 
         def write(batch: list[bytes]) -> None:
@@ -280,9 +282,11 @@ class IngestRun:
                     old += 1
                 if (done := builder.add(record)) is not None:
                     write(done)
-                at = offset + builder.size - len(record)
+                    in_batch = 0
+                at = offset + in_batch  # where this record starts in the spill file
+                in_batch += len(record) + 1
                 if digest is not None:
-                    add_derived(digest, at, row, line)
+                    ledger_writes[digest[0] & ledger_mask](derived_entry(digest, at, row, line or 0))
                 else:
                     content = encode_plain({k: v for k, v in item.items() if k != "uid"})
                     add_explicit(item["uid"], content, at, row, line)

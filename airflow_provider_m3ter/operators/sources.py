@@ -109,6 +109,25 @@ def _skip_value(buffer: str, pos: int) -> int | None:
 
 #: The JSON decoder of every source: duplicate keys are refused, unrepresentable numbers marked.
 _DECODER = json.JSONDecoder(object_pairs_hook=_unique_keys, parse_float=_strict_float)
+# The fast path: C-built dicts, then a key count proves there was no duplicate key (see _keys_unique).
+_FAST_DECODER = json.JSONDecoder(parse_float=_strict_float)
+
+
+def _keys_unique(item: Any, text: str, start: int, end: int) -> bool:
+    """True when the JSON text ``text[start:end]`` of ``item`` certainly names no key twice.
+
+    Every key in the text is followed by ``":`` (the fast path's compact and ``json.dumps`` forms),
+    so the text holds at least as many ``":`` as the decoded dicts hold keys, and more when a key
+    was repeated (the dict kept one), a string contains ``":``, or dicts nest deeper than two
+    levels. Equal counts therefore prove the keys unique; anything else takes the careful decoder.
+    """
+    if type(item) is not dict:
+        return False
+    keys = len(item)
+    for value in item.values():
+        if type(value) is dict:
+            keys += len(value)
+    return text.count('":', start, end) == keys
 
 
 def loads_strict(text: str | bytes) -> Any:
@@ -290,7 +309,8 @@ class FileSource:
         simple = mapping.mapping is None and mapping.meter is None and mapping.account is None
         # the decoder's own scanner on decoded text skips json.loads' per-call encoding detection
         # typeshed's JSONDecoder stub omits scan_once, which every JSONDecoder sets in __init__
-        scan = cast(_ScanningDecoder, _DECODER).scan_once
+        scan = cast(_ScanningDecoder, _FAST_DECODER).scan_once
+        unique = _keys_unique
         codec = self._codec
         fast_codec = "utf-8" if codec == "utf-8-sig" else codec  # the BOM can only start line 1
         row = 0
@@ -300,6 +320,8 @@ class FileSource:
                 item, end = scan(text, 0)
                 if end != len(text) and (rest := text[end:]) != "\n" and rest.strip():
                     raise ValueError("extra data")
+                if not unique(item, text, 0, end):
+                    raise ValueError("maybe a repeated key")
             except (StopIteration, ValueError):
                 # unusual lines (blank, indented, BOM, malformed) take the careful path
                 if not raw.strip():
@@ -325,7 +347,7 @@ class FileSource:
 
     def _json_array(self, handle: BinaryIO) -> Iterator[SourceRow]:
         text = io.TextIOWrapper(handle, encoding=self._codec)
-        decode = _DECODER.raw_decode
+        decode, careful = _FAST_DECODER.raw_decode, _DECODER.raw_decode
         mapping, name = self.mapping, self.name
         plans: dict[tuple[str, ...], list[Any]] = {}
         buffer, pos, line, row, eof = "", 0, 1, 0, False
@@ -365,6 +387,8 @@ class FileSource:
                     item, end = decode(buffer, pos)
                     # A value that reaches the end of the buffer may be cut short (a number).
                     if end < len(buffer) or eof:
+                        if not _keys_unique(item, buffer, pos, end):
+                            item, end = careful(buffer, pos)  # raises DuplicateKeyError if one repeats
                         break
                 except DuplicateKeyError as exc:
                     skipped = _skip_value(buffer, pos)
