@@ -194,6 +194,13 @@ DUPLICATES = [
     ('{"meter":"m1","meter":"m2","account":"a","ts":"2024-05-01T00:00:00Z"}', "meter"),
     ('{"meter":"m","account":"a","ts":"2024-05-01T00:00:00Z","measure":{"x":1,"x":2}}', "x"),
     ('{"meter":"m","account":"a","ts":"2024-05-01T00:00:00Z","who":{"u":"1"},"who":{"u":"2"}}', "who"),
+    # a string holding '":' (or its \u0022 escape) does not hide a repeated key
+    ('{"meter":"m","account":"a","ts":"2024-05-01T00:00:00Z","who":{"u":"x\\":","u":"y"}}', "u"),
+    ('{"meter":"m","account":"a","ts":"2024-05-01T00:00:00Z","who":{"u":"x\\u0022:","u":"y"}}', "u"),
+    # deeper than a measurement goes
+    ('{"meter":"m","account":"a","ts":"2024-05-01T00:00:00Z","measure":{"x":{"y":1,"y":2}}}', "y"),
+    # spaces around the colon
+    ('{"meter" : "m", "account" : "a", "meter" : "n", "ts" : "2024-05-01T00:00:00Z"}', "meter"),
 ]
 
 
@@ -204,9 +211,11 @@ def test_duplicate_keys_at_any_depth_are_row_errors(m3ter_emulator, client_facto
     path = tmp_path / f"usage.{fmt}"
     path.write_text("\n".join(texts) + "\n" if fmt == "jsonl" else "[\n" + ",\n".join(texts) + "\n]\n")
     summary = run(client_factory(), FileSource(path), on_invalid="skip")
-    assert (summary.read, summary.invalid, summary.sent) == (5, 3, 2)
+    assert (summary.read, summary.invalid, summary.sent) == (2 + len(DUPLICATES), len(DUPLICATES), 2)
     letters = [json.loads(line) for line in Path(summary.dead_letter_path).read_text().splitlines()]
-    assert [(d["row"], d["errors"][0]["field"]) for d in letters] == [(2, "meter"), (3, "x"), (4, "who")]
+    assert [(d["row"], d["errors"][0]["field"]) for d in letters] == [
+        (row, key) for row, (_text, key) in enumerate(DUPLICATES, start=2)
+    ]
     assert all("appears more than once" in d["errors"][0]["reason"] for d in letters)
 
 
