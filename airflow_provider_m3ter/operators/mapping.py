@@ -163,16 +163,32 @@ class RowMapping:
         self.meter = meter
         self.account = account
         self._targets: dict[str, tuple[str, str | None]] = {}
+        claimed: dict[tuple[str, str | None], str] = {}
         for column, target in (self.mapping or {}).items():
             try:
-                self._targets[column] = parse_target(target)
+                parsed = self._targets[column] = parse_target(target)
             except ValueError as exc:
                 raise SourceError(f"mapping for column {column!r}: {exc}") from None
+            if parsed in claimed:  # two columns for one field: which value is meant is ambiguous
+                raise SourceError(
+                    f"mapping: columns {claimed[parsed]!r} and {column!r} both map to {target!r}; "
+                    "map exactly one column to each field"
+                )
+            claimed[parsed] = column
 
     def plan(self, columns: Iterable[str]) -> list[tuple[int, str, str | None, str] | None]:
         """For a fixed list of columns, where each goes: ``(index, field, key, column)`` or None."""
         plan: list[tuple[int, str, str | None, str] | None] = []
+        seen: set[str] = set()
         for index, column in enumerate(columns):
+            # A column named twice (CSV header, SQL result) is refused when it is used: either
+            # value could be the meant one, and the later would silently win.
+            if column in seen and (self.mapping is None or column in self._targets):
+                raise SourceError(
+                    f"column {column!r} appears more than once in the source's columns; "
+                    "which value is meant is ambiguous (rename one)"
+                )
+            seen.add(column)
             if self.mapping is not None:
                 target = self._targets.get(column)
                 plan.append((index, *target, column) if target else None)

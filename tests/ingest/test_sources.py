@@ -263,3 +263,46 @@ def test_sql_rows_stream_through_a_dbapi_connection(tmp_path: Path, monkeypatch:
     bad = SqlSource("usage_db", "select * from no_such_table", mapping=mapping)
     with pytest.raises(SourceError, match="query on connection 'usage_db' failed: no such table"):
         rows(bad)
+
+
+@pytest.mark.parametrize(
+    "header",
+    [
+        "meter,account,account,ts,measure.requests",  # the same column twice
+        "meter,account, account ,ts,measure.requests",  # twice once the header's spaces are trimmed
+        "meter,account,ts,measure.requests,measure.requests",
+    ],
+)
+def test_csv_column_named_twice_fails_the_load(tmp_path: Path, header: str) -> None:
+    path = tmp_path / "usage.csv"
+    path.write_text(header + "\nm,a,b,2024-05-01T00:00:00Z,1\n")
+    with pytest.raises(SourceError, match="appears more than once"):
+        rows(FileSource(path))
+
+
+def test_mapped_column_named_twice_fails_but_an_unused_twin_is_ignored(tmp_path: Path) -> None:
+    path = tmp_path / "export.csv"
+    path.write_text("customer,customer,when,calls,id,id\nacme,evil,2024-05-01T00:00:00Z,3,1,2\n")
+    mapping = RowMapping({"customer": "account", "when": "ts", "calls": "measure.calls"}, meter="api")
+    with pytest.raises(SourceError, match="'customer' appears more than once"):
+        rows(FileSource(path, mapping=mapping))
+    path.write_text("customer,when,calls,id,id\nacme,2024-05-01T00:00:00Z,3,1,2\n")
+    assert [item["account"] for _, _, item in FileSource(path, mapping=mapping).rows()] == ["acme"]
+
+
+def test_two_columns_mapped_to_one_field_are_refused() -> None:
+    with pytest.raises(SourceError, match="columns 'cust' and 'customer' both map to 'account'"):
+        RowMapping({"cust": "account", "customer": "account", "t": "ts"})
+
+
+def test_sql_result_with_a_column_named_twice_is_refused(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    db = tmp_path / "usage.db"
+    with sqlite3.connect(db) as conn:
+        conn.execute("create table usage (a text, b text, at text, n integer)")
+        conn.execute("insert into usage values ('acme', 'other', '2024-05-01T00:00:00Z', 1)")
+    monkeypatch.setenv("AIRFLOW_CONN_USAGE_DB", json.dumps({"conn_type": "sqlite", "host": str(db)}))
+    query = "select 'm' as meter, a as account, b as account, at as ts, n as \"measure.n\" from usage"
+    with pytest.raises(SourceError, match="'account' appears more than once"):
+        rows(SqlSource("usage_db", query))
