@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import glob
 import json
+import math
 import os
 import unicodedata
 from collections.abc import Iterable, Iterator, Mapping, Sequence
@@ -279,6 +280,9 @@ def validate_meter(
                 report(
                     f"customFields.{_key(key)}", f"must be a string or a number, not {type(value).__name__}"
                 )
+            elif isinstance(value, float) and not math.isfinite(value):
+                # YAML's .inf/.nan, JSON's 1e400: a request body cannot carry them
+                report(f"customFields.{_key(key)}", f"must be a finite number (JSON has no {value!r})")
     data_fields, derived_fields = _validate_fields(raw, report)
     if problems:
         return None, problems

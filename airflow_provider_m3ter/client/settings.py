@@ -14,6 +14,18 @@ from airflow_provider_m3ter.client.redaction import install_log_redaction, regis
 
 __all__ = ["ClientSettings", "is_loopback_host"]
 
+#: Largest accepted value of a setting in seconds (one day): larger ones overflow clocks and
+#: timers deep in the HTTP stack, and no single call or wait in m3ter's API needs more.
+MAX_SECONDS = 86_400.0
+#: Largest ``max_attempts``.
+MAX_ATTEMPTS = 100
+#: Largest ``pool_size`` (connections kept per host; urllib3 allocates the pool up front).
+MAX_POOL_SIZE = 256
+#: Largest ``*_requests_per_second`` (far above any m3ter limit).
+MAX_RATE = 10_000.0
+#: Largest ``*_requests_per_window``.
+MAX_WINDOW_REQUESTS = 10_000_000
+
 
 def is_loopback_host(host: str) -> bool:
     """Whether ``host`` names this machine: ``localhost``, 127.0.0.0/8 or ``::1``.
@@ -98,19 +110,25 @@ class ClientSettings:
         register(self.api_secret, basic_credentials(self.access_key_id, self.api_secret))
         for name in ("config_url", "ingest_url"):
             object.__setattr__(self, name, self._checked_url(name, getattr(self, name)))
-        self._check_number("timeout", self.timeout, minimum=0.0, exclusive=True)
-        self._check_number("deadline", self.deadline, minimum=0.0, exclusive=True)
-        self._check_number("max_wait", self.max_wait, minimum=0.0)
-        self._check_number("token_refresh_margin", self.token_refresh_margin, minimum=0.0)
-        self._check_number("window_seconds", self.window_seconds, minimum=0.0, exclusive=True)
-        self._check_int("max_attempts", self.max_attempts)
-        self._check_int("pool_size", self.pool_size)
+        # Upper bounds too: a huge value would only fail later, deep in the stack (a time_t
+        # overflow, a connection pool filled in Python), far from the setting that caused it.
+        self._check_number("timeout", self.timeout, minimum=0.0, exclusive=True, maximum=MAX_SECONDS)
+        self._check_number("deadline", self.deadline, minimum=0.0, exclusive=True, maximum=MAX_SECONDS)
+        self._check_number("max_wait", self.max_wait, minimum=0.0, maximum=MAX_SECONDS)
+        self._check_number(
+            "token_refresh_margin", self.token_refresh_margin, minimum=0.0, maximum=MAX_SECONDS
+        )
+        self._check_number(
+            "window_seconds", self.window_seconds, minimum=0.0, exclusive=True, maximum=MAX_SECONDS
+        )
+        self._check_int("max_attempts", self.max_attempts, maximum=MAX_ATTEMPTS)
+        self._check_int("pool_size", self.pool_size, maximum=MAX_POOL_SIZE)
         for name in ("ingest_requests_per_second", "config_requests_per_second"):
             if getattr(self, name) is not None:
-                self._check_number(name, getattr(self, name), minimum=0.0, exclusive=True)
+                self._check_number(name, getattr(self, name), minimum=0.0, exclusive=True, maximum=MAX_RATE)
         for name in ("ingest_requests_per_window", "config_requests_per_window"):
             if getattr(self, name) is not None:
-                self._check_int(name, getattr(self, name))
+                self._check_int(name, getattr(self, name), maximum=MAX_WINDOW_REQUESTS)
         if not isinstance(self.verify_tls, (bool, str)) or self.verify_tls == "":
             raise M3terConfigurationError(
                 "ClientSettings.verify_tls must be True, False or the path of a CA bundle", field="verify_tls"
@@ -143,21 +161,32 @@ class ClientSettings:
         return text
 
     @staticmethod
-    def _check_number(name: str, value: object, *, minimum: float, exclusive: bool = False) -> None:
-        """Refuse a non-number, NaN/infinity, or a value below ``minimum``."""
+    def _check_number(
+        name: str, value: object, *, minimum: float, maximum: float, exclusive: bool = False
+    ) -> None:
+        """Refuse a non-number, NaN/infinity, or a value below ``minimum`` or above ``maximum``."""
         ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
         if ok:
-            ok = value > minimum if exclusive else value >= minimum  # type: ignore[operator]
+            ok = (value > minimum if exclusive else value >= minimum) and value <= maximum  # type: ignore[operator]
         if not ok:
             bound = f"greater than {minimum:g}" if exclusive else f"at least {minimum:g}"
             raise M3terConfigurationError(
-                f"ClientSettings.{name} must be a finite number {bound}, got {value!r}", field=name
+                f"ClientSettings.{name} must be a finite number {bound} and at most {maximum:g}, "
+                f"got {_shown(value)}",
+                field=name,
             )
 
     @staticmethod
-    def _check_int(name: str, value: object) -> None:
-        """Refuse anything but a positive integer."""
-        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+    def _check_int(name: str, value: object, *, maximum: int) -> None:
+        """Refuse anything but an integer from 1 to ``maximum``."""
+        if not isinstance(value, int) or isinstance(value, bool) or not 1 <= value <= maximum:
             raise M3terConfigurationError(
-                f"ClientSettings.{name} must be a positive integer, got {value!r}", field=name
+                f"ClientSettings.{name} must be an integer from 1 to {maximum:,}, got {_shown(value)}",
+                field=name,
             )
+
+
+def _shown(value: object) -> str:
+    """A setting's value for an error message, bounded in size."""
+    text = repr(value)
+    return text if len(text) <= 40 else text[:37] + "..."

@@ -171,6 +171,12 @@ def test_missing_fields_are_named_with_the_connection_id(change: dict, field: st
         ({"org_id": ORG, "allow_insecure_http": "maybe"}, ["extra 'allow_insecure_http'", "boolean"]),
         ({"org_id": ORG, "timeout": -1}, ["extra 'timeout'", "finite number greater than 0"]),
         ({"org_id": ORG, "ingest_url": "ftp://x"}, ["extra 'ingest_url'", "http(s) URL"]),
+        # huge values would otherwise fail only at call time, deep in the HTTP stack
+        ({"org_id": ORG, "deadline": 1e12}, ["extra 'deadline'", "at most 86400"]),
+        ({"org_id": ORG, "timeout": "1e12"}, ["extra 'timeout'", "at most 86400"]),
+        ({"org_id": ORG, "window_seconds": 1e15}, ["extra 'window_seconds'", "at most 86400"]),
+        ({"org_id": ORG, "pool_size": 20000000}, ["extra 'pool_size'", "from 1 to 256"]),
+        ({"org_id": ORG, "max_attempts": 10**30}, ["extra 'max_attempts'", "from 1 to 100"]),
     ],
 )
 def test_bad_values_name_the_connection_and_the_extra(extra: dict, words: list[str]) -> None:

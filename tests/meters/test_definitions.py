@@ -296,3 +296,29 @@ def test_definition_error_survives_pickling() -> None:
     copy = pickle.loads(pickle.dumps(exc.value))  # noqa: S301 - our own bytes
     assert copy.problems == exc.value.problems
     assert str(copy) == str(exc.value)
+
+
+@pytest.mark.parametrize(
+    ("name", "text"),
+    [
+        (
+            "inf.yaml",
+            "- {code: m_inf, name: M, dataFields: [{category: WHO, code: u, name: U}],"
+            " customFields: {k: .inf, j: .nan, n: -.inf}}\n",
+        ),
+        (
+            "big.json",
+            '[{"code": "m_inf", "name": "M", "dataFields": [{"category": "WHO", "code": "u",'
+            ' "name": "U"}], "customFields": {"k": 1e400, "j": -1e400, "n": 1e400}}]',
+        ),
+    ],
+)
+def test_custom_fields_that_no_request_body_can_carry_are_refused(
+    tmp_path: Path, name: str, text: str
+) -> None:
+    (tmp_path / name).write_text(text)
+    with pytest.raises(MeterDefinitionError) as exc:
+        load_meter_definitions([name], base_dir=tmp_path)
+    found = _problems(exc)
+    assert {(name, "m_inf", f"customFields.{key}") for key in ("k", "j", "n")} <= found, found
+    assert "must be a finite number" in str(exc.value)
