@@ -7,22 +7,20 @@ own ``try: ... except ImportError``. Names that are the same on every supported 
 
 What differs, and where each line keeps it:
 
-===========================  =========================================  ======================================
-name                         Airflow 3.0 / 3.1                          newer
-===========================  =========================================  ======================================
-``BaseHook``                 ``airflow.hooks.base`` (3.0)               ``airflow.sdk`` (3.1+)
-exceptions                   ``airflow.exceptions``                     ``airflow.sdk.exceptions`` (3.2+)
-``conf``                     ``airflow.configuration``                  ``airflow.sdk.configuration`` (3.2+)
-``mask_secret``              ``airflow.sdk.execution_time.secrets_      ``airflow.sdk.log`` (3.1+)
-                             masker`` (3.0)
-``redact``                   ``airflow.sdk.execution_time.secrets_      ``airflow.sdk._shared.secrets_masker``
-                             masker`` (3.0)                             (3.1+)
-``CronDataIntervalTimetable``  ``airflow.timetables.interval``          ``airflow.sdk`` (3.2+)
-async connection lookup      ``BaseHook.get_connection`` in a thread    ``BaseHook.aget_connection`` (3.1+)
-                             (3.0)
-``RetryPolicy``              absent                                     ``airflow.sdk`` (3.3+)
-``task_state_store``         absent                                     task context (3.3+)
-===========================  =========================================  ======================================
+* ``BaseHook``: ``airflow.hooks.base`` on 3.0, ``airflow.sdk`` from 3.1.
+* ``AirflowException``, ``AirflowFailException``, ``AirflowSensorTimeout``, ``AirflowSkipException``,
+  ``TaskDeferred``: ``airflow.exceptions`` on 3.0/3.1, ``airflow.sdk.exceptions`` from 3.2.
+* ``conf`` (as ``airflow_conf``): ``airflow.configuration`` on 3.0/3.1, ``airflow.sdk.configuration``
+  from 3.2.
+* ``mask_secret``: ``airflow.sdk.execution_time.secrets_masker`` on 3.0, ``airflow.sdk.log`` from 3.1.
+* ``redact``: ``airflow.sdk.execution_time.secrets_masker`` on 3.0 (the ``SecretsMasker`` filter of the
+  ``airflow.task`` logger), ``airflow.sdk._shared.secrets_masker`` from 3.1. Looking only in the newer
+  places made redaction on 3.0 return text unredacted.
+* ``CronDataIntervalTimetable``: ``airflow.timetables.interval`` on 3.0/3.1, ``airflow.sdk`` from 3.2.
+* async connection look-up (triggers): the common-compat provider's ``get_async_connection`` where
+  installed, else ``BaseHook.aget_connection`` (3.1+), else the sync look-up in a thread (3.0).
+* ``RetryPolicy`` / ``RetryDecision``: only from 3.3 (``RETRY_POLICY_SUPPORTED``).
+* ``context["task_state_store"]``: only from 3.3 (``TASK_STATE_STORE_SUPPORTED``).
 
 ``AIRFLOW_VERSION`` is the installed Airflow's ``(major, minor, micro)``; the ``*_SUPPORTED`` flags
 say whether a feature exists at all on it.

@@ -54,7 +54,9 @@ def _supervise_instead(log_dir: Path | None) -> None:
 
     def run_supervised(ti: Any, task: Any, client: Any = None) -> Any:
         dags_folder = Path(task.dag.fileloc).parent
-        exit_code = supervisor.supervise_task(
+        # Airflow 3.3 renamed supervise() to supervise_task() (same arguments)
+        supervise = getattr(supervisor, "supervise_task", None) or supervisor.supervise
+        exit_code = supervise(
             ti=ti,
             bundle_info=BundleInfo(name="dags-folder"),
             dag_rel_path=Path(task.dag.fileloc).relative_to(dags_folder),
@@ -67,7 +69,11 @@ def _supervise_instead(log_dir: Path | None) -> None:
             f"[SUPERVISED] task_id={ti.task_id} try_number={ti.try_number} exit_code={exit_code}", flush=True
         )
         with create_session() as session:
-            current = session.get(TaskInstance, ti.id)
+            try:
+                current = session.get(TaskInstance, ti.id)
+            except Exception:  # Airflow 3.1 under SQLAlchemy 2.1 binds the id only as text
+                session.rollback()
+                current = session.get(TaskInstance, str(ti.id))
             if current.state == TaskInstanceState.RUNNING:
                 # the task process died without reporting: the scheduler's handling of a failed executor event
                 current.task = task

@@ -97,7 +97,10 @@ PROBE = textwrap.dedent(
 
     import jsonschema
     from airflow.providers_manager import ProvidersManager
-    from airflow.sdk.providers_manager_runtime import ProvidersManagerTaskRuntime
+    try:
+        from airflow.sdk.providers_manager_runtime import ProvidersManagerTaskRuntime
+    except ImportError:  # Airflow < 3.2: the core providers manager lists the hooks
+        ProvidersManagerTaskRuntime = ProvidersManager
 
     import airflow
 
@@ -165,6 +168,7 @@ def test_wheel_installs_and_airflow_discovers_the_provider(tmp_path: Path) -> No
     found = json.loads(probe.stdout.strip().splitlines()[-1])
 
     from airflow_provider_m3ter import __version__
+    from airflow_provider_m3ter.compat import AIRFLOW_VERSION
     from airflow_provider_m3ter.connection_form import CONN_FIELDS, UI_FIELD_BEHAVIOUR
 
     assert found["version"] == __version__
@@ -179,8 +183,10 @@ def test_wheel_installs_and_airflow_discovers_the_provider(tmp_path: Path) -> No
     assert not Path(found["package_file"]).is_relative_to(REPO)
     assert len(found["dist_paths"]) == 1, found["dist_paths"]
     assert Path(found["dist_paths"][0]).resolve() == venv_site.resolve()
-    # the connection form reached Airflow from provider info
-    assert found["widgets"] == sorted(f"extra__m3ter__{name}" for name in CONN_FIELDS)
+    # the connection form reached Airflow from provider info (3.2+; before that Airflow builds the
+    # widgets from the hook with Flask-AppBuilder, which this venv does not have)
+    if AIRFLOW_VERSION >= (3, 2):
+        assert found["widgets"] == sorted(f"extra__m3ter__{name}" for name in CONN_FIELDS)
     assert found["field_behaviour"]["hidden_fields"] == UI_FIELD_BEHAVIOUR["hidden-fields"]
     assert found["field_behaviour"]["relabeling"] == UI_FIELD_BEHAVIOUR["relabeling"]
     assert "airflow_provider_m3ter.links.M3terConsoleLink" in found["extra_links"]

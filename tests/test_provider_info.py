@@ -15,6 +15,7 @@ import jsonschema
 import pytest
 
 from airflow_provider_m3ter import __version__, get_provider_info
+from airflow_provider_m3ter.compat import AIRFLOW_VERSION
 from airflow_provider_m3ter.connection_form import CONN_FIELDS, UI_FIELD_BEHAVIOUR
 
 AIRFLOW_DIR = Path(airflow.__file__).parent
@@ -81,15 +82,30 @@ def test_every_named_module_and_class_imports() -> None:
     assert problems == []
 
 
+def test_providers_manager_finds_the_provider_and_its_hook() -> None:
+    from airflow.providers_manager import ProvidersManager
+
+    pm = ProvidersManager()
+    assert pm.providers["airflow-provider-m3ter"].version == __version__
+    if AIRFLOW_VERSION >= (3, 2):  # the task SDK's own registry of hooks
+        from airflow.sdk.providers_manager_runtime import ProvidersManagerTaskRuntime
+
+        assert ProvidersManagerTaskRuntime().hooks["m3ter"].hook_name == "m3ter"
+    else:
+        assert pm.hooks["m3ter"].hook_name == "m3ter"
+    assert "airflow_provider_m3ter.links.M3terConsoleLink" in pm.extra_links_class_names
+
+
+@pytest.mark.skipif(
+    AIRFLOW_VERSION < (3, 2),
+    reason="version-gated: connection forms declared in provider info exist from Airflow 3.2",
+)
 def test_providers_manager_reads_the_form_from_provider_info() -> None:
     from airflow.providers_manager import ProvidersManager, _ensure_prefix_for_placeholders
-    from airflow.sdk.providers_manager_runtime import ProvidersManagerTaskRuntime
 
     from airflow_provider_m3ter.hooks.m3ter import M3terHook
 
     pm = ProvidersManager()
-    assert pm.providers["airflow-provider-m3ter"].version == __version__
-    assert ProvidersManagerTaskRuntime().hooks["m3ter"].hook_name == "m3ter"
     widgets = {k: v for k, v in pm.connection_form_widgets.items() if k.startswith("extra__m3ter__")}
     assert sorted(widgets) == sorted(f"extra__m3ter__{name}" for name in CONN_FIELDS)
     for name, spec in CONN_FIELDS.items():

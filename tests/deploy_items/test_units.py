@@ -10,9 +10,9 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
-from airflow.sdk.exceptions import AirflowFailException
 
 from airflow_provider_m3ter.client import ClientSettings
+from airflow_provider_m3ter.compat import AirflowFailException
 from airflow_provider_m3ter.hooks.pool_pacing import pool_share, shared_settings
 from airflow_provider_m3ter.links import console_base_for
 from airflow_provider_m3ter.manual_runs import interval_variables_used

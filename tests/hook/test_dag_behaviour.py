@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 
 from airflow_provider_m3ter.client import ClientSettings, M3terClient
+from airflow_provider_m3ter.compat import RETRY_POLICY_SUPPORTED
 from tests.airflow_db import latest_run_id, task_history, task_instances, xcoms
 from tests.dagrun import AirflowEnv
 
@@ -22,6 +23,9 @@ DAGS = Path(__file__).parent / "dags"
 DAG_ID = "m3ter_hook_retry_behaviour"
 
 
+@pytest.mark.skipif(
+    not RETRY_POLICY_SUPPORTED, reason="version-gated: the DAG uses M3terRetryPolicy (Airflow 3.3+)"
+)
 def test_final_errors_fail_once_and_transient_errors_recover_by_retry(
     airflow_env: AirflowEnv, m3ter_emulator: Any
 ) -> None:

@@ -52,7 +52,9 @@ def test_persist_console_link_pushes_under_the_links_key() -> None:
 
 
 def test_link_is_an_operator_link_that_the_api_server_reads_from_xcom() -> None:
-    from airflow.serialization.serialized_objects import DagSerialization
+    from tests.airflow_lines import dag_serialization
+
+    DagSerialization = dag_serialization()
 
     link = M3terConsoleLink()
     assert isinstance(link, BaseOperatorLink)

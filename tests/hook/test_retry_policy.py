@@ -223,7 +223,10 @@ def test_schedule_is_monotonic_and_capped(first: int, multiplier: float, cap: in
 
 def _serialized_dag_with_policy() -> dict:
     from airflow.providers.standard.operators.empty import EmptyOperator
-    from airflow.serialization.serialized_objects import DagSerialization
+
+    from tests.airflow_lines import dag_serialization
+
+    DagSerialization = dag_serialization()
 
     start = datetime(2024, 1, 1, tzinfo=timezone.utc)
     with DAG("m3ter_policy_serialization", schedule=None, start_date=start) as dag:

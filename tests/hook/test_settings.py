@@ -12,6 +12,7 @@ from airflow_provider_m3ter.client import ClientSettings, M3terConfigurationErro
 from airflow_provider_m3ter.connection_form import CONN_FIELDS
 from airflow_provider_m3ter.exceptions import M3terFinalFailure
 from airflow_provider_m3ter.hooks.m3ter import M3terHook
+from tests.airflow_lines import connection_from_json, connection_from_uri
 
 ORG = "11111111-2222-4333-8444-555555555555"
 CA_BUNDLE = certifi.where()
@@ -114,9 +115,9 @@ def test_prefixed_extras_work_and_short_names_win() -> None:
 
 
 def test_uri_form_round_trips() -> None:
-    conn = Connection(
-        conn_id="m3ter_uri",
-        uri=f"m3ter://key-id:s%2Fecret%40x@api.m3ter.com/?org_id={ORG}&max_attempts=2&verify_tls=true",
+    conn = connection_from_uri(
+        "m3ter_uri",
+        f"m3ter://key-id:s%2Fecret%40x@api.m3ter.com/?org_id={ORG}&max_attempts=2&verify_tls=true",
     )
     settings = M3terHook.settings_from_connection(conn)
     assert settings.api_secret == "s/ecret@x"
@@ -125,7 +126,7 @@ def test_uri_form_round_trips() -> None:
 
 
 def test_json_form_round_trips() -> None:
-    conn = Connection.from_json(
+    conn = connection_from_json(
         json.dumps(
             {
                 "conn_type": "m3ter",

@@ -22,6 +22,7 @@ from typing import Any
 import pytest
 
 from airflow_provider_m3ter.client.encoding import derive_uid
+from airflow_provider_m3ter.compat import TASK_STATE_STORE_SUPPORTED
 from airflow_provider_m3ter.operators.file_upload import UPLOAD_STATE_KEY
 from tests.dagrun import REPO
 from tests.supervised import supervised_command
@@ -64,6 +65,10 @@ def _task_instance(home: Path) -> tuple[str, str, int] | None:
     return None if row is None else (row[0], row[1], row[2])
 
 
+@pytest.mark.skipif(
+    not TASK_STATE_STORE_SUPPORTED,
+    reason="version-gated: resuming after a crash needs task_state_store (Airflow 3.3+)",
+)
 def test_a_killed_upload_is_resumed_by_the_retry_without_uploading_again(
     airflow_env, m3ter_emulator, tmp_path
 ):
