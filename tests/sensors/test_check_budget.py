@@ -12,13 +12,9 @@ from typing import Any
 
 import pytest
 
+from airflow_provider_m3ter.compat import AirflowSensorTimeout
 from airflow_provider_m3ter.sensors.jobs import M3terBillJobSensor
 from airflow_provider_m3ter.triggers.jobs import M3terJobTrigger
-
-try:  # Airflow 3.2+
-    from airflow_provider_m3ter.compat import AirflowSensorTimeout
-except ImportError:  # pragma: no cover - Airflow 3.0 / 3.1
-    from airflow.exceptions import AirflowSensorTimeout  # type: ignore[no-redef]
 
 WAIT = 3.0
 FAULTS = {
