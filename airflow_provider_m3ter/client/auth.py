@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 
 import requests
 
+from airflow_provider_m3ter.client.deadline import time_left
 from airflow_provider_m3ter.client.errors import M3terConfigurationError, M3terError
 from airflow_provider_m3ter.client.redaction import register as register_secret
 
@@ -289,11 +290,20 @@ class TokenProvider:
         """Like :meth:`get`, but the whole :class:`AccessToken` (its ``serial`` tells how new it is)."""
         token = self._token
         if token is None or not self._usable(token):
-            with self._lock:
+            # Another caller may be fetching right now (the slot is shared by every client of these
+            # credentials in the process): wait for it only as long as this call's time limit allows.
+            budget = time_left()
+            if not self._lock.acquire(timeout=max(0.0, budget[0]) if budget is not None else -1):
+                raise requests.exceptions.Timeout(
+                    "no time left while another caller was fetching the access token"
+                )
+            try:
                 token = self._token
                 if token is None or not self._usable(token):
                     token = self._new_token()
                     self._token = token
+            finally:
+                self._lock.release()
         if token is not self._seen:
             # a token another client of the shared slot fetched: register it with this one's masker too
             if self._on_secret is not None and token.serial != self._fetched_serial:

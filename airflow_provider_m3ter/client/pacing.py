@@ -7,6 +7,7 @@ both limits at once and never produces a burst, so a long load meets no 429 at a
 
 from __future__ import annotations
 
+import math
 import threading
 import time
 from collections.abc import Callable
@@ -105,9 +106,16 @@ class RateLimiter:
             self.total_wait += delay
         return delay
 
-    def acquire(self) -> float:
-        """Block until the next request may be sent; return the seconds waited."""
+    def acquire(self, within: float = math.inf) -> float | None:
+        """Block until the next request may be sent; return the seconds waited.
+
+        :param within: the most the caller may wait (seconds, e.g. what is left of its deadline);
+            when the next slot is further away, return ``None`` at once without waiting (the slot
+            stays booked: a call that gives up does not let later ones burst).
+        """
         delay = self.reserve()
+        if delay > 0 and delay >= within:
+            return None
         if delay > 0:
             # Sleep outside the lock so other threads can book the slots after ours.
             self._sleep(delay)

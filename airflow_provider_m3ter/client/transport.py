@@ -295,13 +295,22 @@ class Transport:
             if token is None:
                 # a token fetched for this call shares its deadline
                 with time_limit(call.deadline_at - self._clock(), call.limit):
-                    token = self._tokens.get_token()
+                    try:
+                        token = self._tokens.get_token()
+                    except requests.exceptions.Timeout:
+                        call.stop_reason = f"{call.limit} passed while waiting for an access token"
+                        raise
             call.token = token.value
             call.token_fresh = token.serial > call.token_serial_at_start
             auth = BearerAuth(call.token)
         limiter = self.limiters[api]
         if limiter is not None:
-            self.stats.add(paced=limiter.acquire())
+            # the pace's wait counts against the call's deadline like any other wait
+            paced = limiter.acquire(within=call.deadline_at - self._clock())
+            if paced is None:
+                call.stop_reason = f"{call.limit} would pass while waiting for the client's pacing"
+                raise requests.exceptions.Timeout("no time left to wait for the next send slot")
+            self.stats.add(paced=paced)
         call.attempts += 1
         self.stats.add(attempts=1)
         left = call.deadline_at - self._clock()
@@ -330,6 +339,11 @@ class Transport:
                         call.stop_reason = f"{call.limit} passed while waiting for m3ter's answer"
                         raise requests.exceptions.Timeout("no complete answer in time") from None
                     raise
+                if watched.fired:
+                    # Cut off mid-headers, the HTTP library may take what arrived as a whole answer
+                    # (a 200 with no body): an answer the watchdog cut is never a success.
+                    call.stop_reason = f"{call.limit} passed while waiting for m3ter's answer"
+                    raise requests.exceptions.Timeout("no complete answer in time")
         except NETWORK_ERRORS as exc:
             log.debug("%s %s attempt %d: %s", method, call.path, call.attempts, type(exc).__name__)
             raise

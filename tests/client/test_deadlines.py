@@ -17,6 +17,7 @@ from typing import Any
 import pytest
 
 from airflow_provider_m3ter.client import ClientSettings, M3terClient, M3terTransientError
+from airflow_provider_m3ter.client.auth import PROCESS_TOKENS
 from airflow_provider_m3ter.client.deadline import time_limit
 from tests.client.conftest import NO_PACING
 
@@ -34,6 +35,7 @@ class TrickleServer:
     ``trickle``: sends the whole HTTP answer one byte every 0.5 s (headers first).
     ``slow_body``: sends the headers at once, then the body one byte every 0.5 s.
     ``silent``: reads the request and never answers.
+    ``endless_headers``: a 200 status line, then a header trickled one byte every 0.5 s forever.
     ``tls_trickle``: for an https client: sends a TLS record header, then a byte every 0.5 s.
     """
 
@@ -62,7 +64,12 @@ class TrickleServer:
             if self.behaviour == "silent":
                 self._stop.wait(60)
                 return
-            if self.behaviour == "slow_body":
+            if self.behaviour == "endless_headers":
+                # a complete status line, then a header that never ends: cut off there, the HTTP
+                # library would take what arrived as a whole answer (a 200 with no body)
+                conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nX-Slow: ")
+                payload = b"a" * 1000
+            elif self.behaviour == "slow_body":
                 head, body = _ANSWER.split(b"\r\n\r\n", 1)
                 conn.sendall(head + b"\r\n\r\n")
                 payload = body
@@ -234,3 +241,77 @@ def test_the_file_upload_put_ends_at_the_enclosing_time_limit(server: TrickleSer
     assert isinstance(outcome[0], M3terTransientError), repr(outcome[0])
     assert 1.5 <= elapsed <= 3.5, elapsed
     assert "signature-part" not in str(outcome[0])
+
+
+@pytest.mark.parametrize("server", ["endless_headers"], indirect=True)
+def test_an_answer_cut_off_mid_headers_is_a_timeout_never_an_empty_success(server: TrickleServer) -> None:
+    url = f"http://127.0.0.1:{server.port}"
+    with _client(url, deadline=3.0, timeout=2.0) as client:
+        elapsed, error = _timed_call(client, 15.0)
+    assert isinstance(error, M3terTransientError), repr(error)
+    assert "3 s deadline" in str(error)
+    assert 2.5 <= elapsed <= 4.5, elapsed
+    # the same for the calls whose empty answer would read as "nothing there" or "accepted"
+    with _client(url, deadline=2.0, timeout=2.0) as client:
+        with pytest.raises(M3terTransientError):
+            client.submit_measurements(
+                [{"uid": "u1", "meter": "m", "account": "a", "ts": "2024-05-01T00:00:00Z"}]
+            )
+
+
+def test_waiting_for_the_pace_counts_against_the_deadline(m3ter_emulator: Any) -> None:
+    # one Config request every 20 s: the token takes the first slot, so the call's own request
+    # could start only after its 3 s deadline; it must give up at once, not sleep 20 s first
+    client = M3terClient(
+        ClientSettings(
+            org_id=m3ter_emulator.org_id,
+            access_key_id=m3ter_emulator.access_key_id,
+            api_secret=m3ter_emulator.api_secret,
+            config_url=m3ter_emulator.config_url,
+            ingest_url=m3ter_emulator.ingest_url,
+            **{**NO_PACING, "config_requests_per_second": 0.05},
+            deadline=3.0,
+        )
+    )
+    with client:
+        elapsed, error = _timed_call(client, 30.0)
+    assert isinstance(error, M3terTransientError), repr(error)
+    assert "pacing" in str(error)
+    assert elapsed <= 3.5, elapsed
+
+
+def test_a_token_fetch_by_another_client_does_not_hold_this_call_past_its_deadline(
+    m3ter_emulator_factory: Any,
+) -> None:
+    # every client of one credential shares one token: a slow fetch by a patient client must not
+    # hold an impatient one (deadline 3 s) until that fetch ends (20 s). A fresh emulator, so that
+    # no token of this process is cached for it yet.
+    m3ter_emulator = m3ter_emulator_factory()
+    m3ter_emulator.set_faults(latency_ms=20_000, target="token")
+
+    def client(deadline: float) -> M3terClient:
+        return M3terClient(
+            ClientSettings(
+                org_id=m3ter_emulator.org_id,
+                access_key_id=m3ter_emulator.access_key_id,
+                api_secret=m3ter_emulator.api_secret,
+                config_url=m3ter_emulator.config_url,
+                ingest_url=m3ter_emulator.ingest_url,
+                **NO_PACING,
+                deadline=deadline,
+                timeout=30.0,
+            ),
+            token_store=PROCESS_TOKENS,  # as the hook builds them: one token per credential
+        )
+
+    patient, impatient = client(60.0), client(3.0)
+    try:
+        threading.Thread(target=lambda: _timed_call(patient, 40.0), daemon=True).start()
+        time.sleep(0.5)  # the patient client is fetching the token now
+        elapsed, error = _timed_call(impatient, 30.0)
+        assert isinstance(error, M3terTransientError), repr(error)
+        assert elapsed <= 4.0, elapsed
+    finally:
+        m3ter_emulator.clear_faults()
+        patient.close()
+        impatient.close()
