@@ -18,6 +18,8 @@ import threading
 from collections.abc import Iterable, Mapping
 from urllib.parse import parse_qsl, unquote, urlsplit
 
+from requests.utils import requote_uri, unquote_unreserved
+
 __all__ = [
     "REDACTED",
     "RedactingFilter",
@@ -28,8 +30,10 @@ __all__ = [
 ]
 
 REDACTED = "***"
-# shorter pieces would redact ordinary words (a content type, "json") in every line
+# shorter pieces of a URL would redact ordinary words (a content type, "json") in every line
 _MIN_PIECE = 8
+# a registered secret is hidden from this length on (as Airflow's masker does)
+_MIN_SECRET = 5
 # loggers whose records can carry a URL or header: the HTTP stack's and the client's own
 _LOGGERS = (
     "urllib3",
@@ -59,7 +63,7 @@ def register(*values: str | None) -> None:
     :param values: secrets; ``None``, empty and very short values are ignored.
     """
     global _pattern
-    new = {v for v in values if isinstance(v, str) and len(v) >= _MIN_PIECE} - _pieces
+    new = {v for v in values if isinstance(v, str) and len(v) >= _MIN_SECRET} - _pieces
     if not new:
         return
     with _lock:
@@ -99,6 +103,9 @@ def signed_url_pieces(url: str, headers: Mapping[str, str] | None = None) -> lis
     for name, value in parse_qsl(parts.query, keep_blank_values=True):
         if _SIGNING_PARAMS.match(name) or len(value) >= 16:
             pieces.append(value)
+            # a credential scope (X-Amz-Credential=AKIA.../20240501/region/s3/aws4_request):
+            # its key id shows up on its own in the storage's error bodies
+            pieces += [part for part in value.split("/") if len(part) >= 16]
     for raw in re.split(r"[&;]", parts.query):
         _, _, value = raw.partition("=")
         if len(value) >= 16:
@@ -108,7 +115,9 @@ def signed_url_pieces(url: str, headers: Mapping[str, str] | None = None) -> lis
             pieces.append(value)
     out: list[str] = []
     for piece in pieces:
-        for form in (piece, unquote(piece)):
+        # as given, decoded, and as requests sends (and urllib3 logs) it: unreserved escapes
+        # such as %7E decoded, the rest kept
+        for form in (piece, unquote(piece), requote_uri(piece), unquote_unreserved(piece)):
             if len(form) >= _MIN_PIECE and form not in out:
                 out.append(form)
     return out

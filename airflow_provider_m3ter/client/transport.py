@@ -37,6 +37,7 @@ from airflow_provider_m3ter.client.errors import (
 )
 from airflow_provider_m3ter.client.pacing import RateLimiter
 from airflow_provider_m3ter.client.paths import check_relative_path
+from airflow_provider_m3ter.client.redaction import redact
 from airflow_provider_m3ter.client.retry import (
     NETWORK_ERRORS,
     CallState,
@@ -70,9 +71,13 @@ def _error_message(response: requests.Response) -> str:
     except ValueError:
         body = None
     if isinstance(body, dict) and isinstance(body.get("message"), str):
-        return body["message"]
-    text = (response.text or "").strip()
-    return text[:300] + ("..." if len(text) > 300 else "")
+        text, limit = body["message"], 1000
+    else:
+        text, limit = (response.text or "").strip(), 300
+    # redact before cutting: a secret cut in two would match nothing registered (a proxy's error
+    # page that echoes the request's Authorization header, say)
+    text = redact(text)
+    return text[:limit] + ("..." if len(text) > limit else "")
 
 
 class Transport:

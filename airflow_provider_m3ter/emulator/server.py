@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import re
 import signal
 import socket
 import sys
@@ -40,8 +41,9 @@ class _HideUploadTokens(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
         args = record.args
         path = args[2] if isinstance(args, tuple) and len(args) >= 3 else None
-        if isinstance(path, str) and path.startswith("/_upload/") and isinstance(args, tuple):
-            record.args = (*args[:2], "/_upload/***", *args[3:])
+        if isinstance(path, str) and "_upload" in path and isinstance(args, tuple):
+            # anywhere in the path, however it is spelt (a misrouted '//_upload/<token>' too)
+            record.args = (*args[:2], re.sub(r"_upload.*", "_upload/***", path, flags=re.S), *args[3:])
         return True
 
 

@@ -208,3 +208,92 @@ def test_a_trigger_registers_the_api_secret_before_any_request(secret_emulator: 
     for value in (emu.api_secret, basic, *emu.secrets()["access_tokens"]):
         assert redact(f"x {value} y") == "x *** y"
     _scan(emu, {"event": json.dumps(event)})
+
+
+class _EchoServer:
+    """Answers every request with ``status`` and an HTML page that echoes its Authorization header
+    after 250 characters of filler (a proxy's or WAF's debug page), so a cut at 300 characters
+    would fall inside the credential."""
+
+    def __init__(self, status: int) -> None:
+        import http.server
+        import threading
+
+        outer = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def _echo(self) -> None:
+                length = int(self.headers.get("Content-Length") or 0)
+                self.rfile.read(length)
+                body = ("x" * 250 + " Authorization: " + (self.headers.get("Authorization") or "")).encode()
+                self.send_response(outer.status)
+                self.send_header("Content-Type", "text/html")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            do_GET = do_POST = _echo
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        self.status = status
+        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}"
+        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
+
+    def close(self) -> None:
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+def test_an_error_page_echoing_the_credentials_is_redacted_before_it_is_cut() -> None:
+    secret = f"Echo-Secret-{uuid.uuid4().hex}"
+    basic = base64.b64encode(f"key-echo:{secret}".encode()).decode()
+    server = _EchoServer(400)
+    try:
+        settings = ClientSettings(
+            org_id=str(uuid.uuid4()),
+            access_key_id="key-echo",
+            api_secret=secret,
+            config_url=server.url,
+            ingest_url=server.url,
+            **NO_PACING,
+        )
+        with capture_debug() as logs, M3terClient(settings) as client:
+            with pytest.raises(M3terError) as info:
+                client.request("GET", "meters")  # the token request's 400 echoes the Basic header
+        text = _error_texts(info.value) + logs.getvalue()
+        assert "Authorization: Basic ***" in text  # the echo is there, redacted
+        # no piece of the Basic credential long enough to mean anything
+        for start in range(0, len(basic) - 8):
+            assert basic[start : start + 8] not in text, basic[start : start + 8]
+    finally:
+        server.close()
+
+
+def test_signed_url_pieces_cover_every_form_the_http_stack_shows() -> None:
+    from airflow_provider_m3ter.client.redaction import signed_url_pieces
+
+    url = (
+        "https://bucket.s3.amazonaws.com/key?X-Amz-Algorithm=AWS4-HMAC-SHA256"
+        "&X-Amz-Credential=AKIAEXAMPLEKEYID1234%2F20240501%2Fus-east-1%2Fs3%2Faws4_request"
+        "&X-Amz-Signature=AAAAsig%7EBBBBsig%2BCCCCsig%3D"
+    )
+    pieces = signed_url_pieces(url)
+    import requests
+
+    # as requests sends it (unreserved escapes decoded) and so as urllib3 logs the request line
+    sent = requests.Request("PUT", url).prepare().url
+    assert "AAAAsig~BBBBsig%2BCCCCsig%3D" in sent
+    assert "AAAAsig~BBBBsig%2BCCCCsig%3D" in pieces
+    assert urlsplit_path_query(sent) in pieces
+    # the access key id of the credential scope, which storage error bodies show on its own
+    assert "AKIAEXAMPLEKEYID1234" in pieces
+
+
+def urlsplit_path_query(url: str) -> str:
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(url)
+    return f"{parts.path}?{parts.query}"
