@@ -9,7 +9,7 @@ m3ter identifies organizations, meters, jobs, accounts ... by UUID in its paths
 from __future__ import annotations
 
 import re
-from urllib.parse import quote
+from urllib.parse import quote, unquote
 
 from airflow_provider_m3ter.client.errors import M3terConfigurationError
 
@@ -58,8 +58,16 @@ def check_relative_path(path: str) -> str:
         raise M3terConfigurationError(f"request path must be a string, got {shown(path)}", field="path")
     body = path[1:] if path.startswith("/") else path
     for segment in body.split("/") if body else []:
-        decoded = segment.replace("%2e", ".").replace("%2E", ".")
-        if not _SEGMENT.fullmatch(segment) or decoded in (".", ".."):
+        # what a server that decodes before routing would see: no dot segment hidden behind an
+        # encoded slash or backslash ('a%2f..%2f..%2foauth'), a matrix parameter ('..;') or an
+        # escape, and no control character ('%00')
+        decoded = unquote(segment)
+        hidden = re.split(r"[/\\;]", decoded)
+        if (
+            not _SEGMENT.fullmatch(segment)
+            or any(part in (".", "..") for part in hidden)
+            or any(ord(c) < 0x20 or ord(c) == 0x7F for c in decoded)
+        ):
             raise M3terConfigurationError(
                 f"request path {shown(path)} has an unsafe segment {shown(segment)}: ids and codes in a "
                 "path must be validated and percent-encoded (no '.', '..', empty segments, '?', '#', "

@@ -161,7 +161,10 @@ def test_a_uuid_job_id_is_used_as_is(m3ter_emulator, make_client) -> None:
 @pytest.mark.parametrize(
     "path",
     ["..", "meters/..", "meters/../accounts", "./meters", "meters/%2E%2E", "meters//x", "meters/", "a b",
-     "meters?x=1", "meters#x", "meters\\..", "/../oauth/token", "meters/\u00e9"],
+     "meters?x=1", "meters#x", "meters\\..", "/../oauth/token", "meters/\u00e9",
+     # dot segments a decoding server would see: behind encoded slashes, a matrix parameter, escapes
+     "meters/a%2f..%2f..%2foauth", "meters/%2e%2e%2f", "meters/..;", "meters/..;x=1", "meters/%2E.",
+     "meters/a%5C..%5Cb", "meters/a%00", "meters/%0a"],
 )  # fmt: skip
 def test_request_refuses_a_path_with_unsafe_segments_before_sending(path) -> None:
     settings = ClientSettings(org_id=ORG, access_key_id="k", api_secret="s", **NO_PACING)
