@@ -299,6 +299,9 @@ def put_upload(
                         f"{enclosing[1] if enclosing else 'the limit'} passed"
                     ) from None
                 raise
+            if attempt.fired:
+                # cut off mid-answer, what arrived may parse as a whole reply: never a success
+                raise requests.exceptions.Timeout(f"{enclosing[1] if enclosing else 'the limit'} passed")
     except requests.RequestException as exc:
         # its text holds the signed URL: keep only the class, and raise outside this block so the
         # new error does not carry it along as __context__ either

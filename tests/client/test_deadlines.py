@@ -218,7 +218,7 @@ def test_a_host_with_a_dead_first_address_falls_back_to_the_next(
         assert client.stats.attempts == 2  # token + list: no retry was needed
 
 
-@pytest.mark.parametrize("server", ["trickle"], indirect=True)
+@pytest.mark.parametrize("server", ["trickle", "endless_headers"], indirect=True)
 def test_the_file_upload_put_ends_at_the_enclosing_time_limit(server: TrickleServer) -> None:
     from airflow_provider_m3ter.client.file_upload import UploadTicket, put_upload
 
