@@ -323,6 +323,6 @@ def test_secret_and_tokens_never_reach_logs_or_errors(
 def test_requests_to_the_wrong_listener_show_the_path(m3ter_emulator: Any, make_client: Any) -> None:
     client = make_client()
     with pytest.raises(M3terError) as info:
-        client.request("POST", "measurements", json={"measurements": []})  # the Config host has no ingest
+        client.request("GET", "meters", api="ingest")  # the Ingest host serves only measurements
     assert info.value.status == 404
-    assert info.value.path == f"/organizations/{m3ter_emulator.org_id}/measurements"
+    assert info.value.path == f"/organizations/{m3ter_emulator.org_id}/meters"
