@@ -142,7 +142,9 @@ def _config_url(conn: Any) -> str:
     host = (getattr(conn, "host", None) or "").strip().rstrip("/")
     port = getattr(conn, "port", None)
     number: int | None = None
-    if port is not None and port != "":
+    # 0 is how Airflow 3.3's UI posts an empty Port (and storing 0 makes its Test button work,
+    # apache/airflow#73298): no port, like None
+    if port is not None and port != "" and not (not isinstance(port, bool) and str(port).strip() == "0"):
         text = str(port).strip()
         if isinstance(port, bool) or not (text.isascii() and text.isdigit() and 1 <= int(text) <= 65535):
             raise M3terConfigurationError(

@@ -153,3 +153,29 @@ def test_examples_choose_the_last_complete_day_for_a_run_without_an_interval(nam
         run_after=datetime(2024, 1, 2, tzinfo=timezone.utc),
     )
     assert module.usage_window(scheduled) == (scheduled.data_interval_start, scheduled.data_interval_end)
+
+
+def test_a_stored_port_of_0_is_ignored_by_the_hook() -> None:
+    """Issue 11, item 5: Port 0 (what makes Airflow 3.3.2's Test button work) changes no URL."""
+    import json
+
+    from airflow.sdk import Connection
+
+    from airflow_provider_m3ter.hooks.m3ter import M3terHook
+
+    for host, expected in (
+        ("https://api.m3ter.com", "https://api.m3ter.com"),
+        ("api.m3ter.com", "https://api.m3ter.com"),
+    ):
+        conn = Connection(
+            conn_id="m3ter_port0",
+            conn_type="m3ter",
+            host=host,
+            port=0,
+            login="key",
+            password="secret",
+            extra=json.dumps({"org_id": ORG}),
+        )
+        settings = M3terHook.settings_from_connection(conn)
+        assert settings.config_url == expected
+        assert settings.ingest_url == "https://ingest.m3ter.com"
