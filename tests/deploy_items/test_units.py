@@ -54,9 +54,9 @@ def test_the_same_templates_render_in_a_run_with_an_interval() -> None:
 
 
 def test_templates_without_interval_variables_render_in_any_run() -> None:
-    op = _operator(measurements="{{ params.rows }}")
-    op.render_template_fields({"params": {"rows": "[]"}})
-    assert op.measurements == "[]"
+    op = _operator(source_path="/data/{{ params.day }}.jsonl")
+    op.render_template_fields({"params": {"day": "2024-05-01"}})
+    assert op.source_path == "/data/2024-05-01.jsonl"
 
 
 def test_interval_variables_are_found_only_inside_jinja() -> None:
