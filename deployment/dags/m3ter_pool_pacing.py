@@ -9,6 +9,7 @@ whole limit, so together they exceed it. Each task returns the times its request
 
 from __future__ import annotations
 
+import hashlib
 import os
 import time
 from datetime import datetime, timezone
@@ -39,11 +40,12 @@ def send(worker: int, params: Any = None, dag_run: Any = None, ti: Any = None) -
             raise RuntimeError("the other tasks of the pool did not start within 120 s")
         time.sleep(0.05)
     answered = []
+    run = hashlib.blake2b(dag_run.run_id.encode(), digest_size=6).hexdigest()  # uids stay under 50 chars
     for index in range(int(params["requests"])):
         hook.submit_measurements(
             [
                 {
-                    "uid": f"{dag_run.run_id}-{worker}-{index}",
+                    "uid": f"pool-{run}-{worker}-{index}",
                     "meter": "pool_pacing",
                     "account": f"worker-{worker}",
                     "ts": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
