@@ -12,6 +12,7 @@ separate DAG): it logs the plan and writes nothing.
 from __future__ import annotations
 
 from datetime import datetime, timezone
+from typing import Any
 
 from airflow.sdk import dag, task
 
@@ -20,13 +21,12 @@ from airflow_provider_m3ter.operators.ingest import M3terIngestMeasurementsOpera
 from airflow_provider_m3ter.operators.meters import M3terSyncMetersOperator
 
 PRODUCT = {"code": "api_platform", "name": "API platform"}
-# One run's usage, stamped with the run's time; the ingest operator derives stable uids.
-RUN_TS = "{{ dag_run.run_after.isoformat() }}"
+# One run's usage; ``run_usage`` stamps it with the run's time and the ingest operator derives
+# stable uids. (The operator never renders templates inside measurements: data is sent as given.)
 USAGE = [
     {
         "meter": "api_calls",
         "account": "acme",
-        "ts": RUN_TS,
         "who": {"api_key": "key-acme-1"},
         "what": {"endpoint": "/v1/search"},
         "where": {"region": "eu-west-1"},
@@ -35,7 +35,6 @@ USAGE = [
     {
         "meter": "api_calls",
         "account": "globex",
-        "ts": RUN_TS,
         "who": {"api_key": "key-globex-1"},
         "what": {"endpoint": "/v1/export"},
         "where": {"region": "us-east-1"},
@@ -44,7 +43,6 @@ USAGE = [
     {
         "meter": "data_transfer",
         "account": "acme",
-        "ts": RUN_TS,
         "where": {"region": "eu-west-1"},
         "what": {"direction": "egress"},
         "measure": {"bytes": 52_000_000_000},
@@ -52,7 +50,6 @@ USAGE = [
     {
         "meter": "storage",
         "account": "globex",
-        "ts": RUN_TS,
         "what": {"storage_class": "standard"},
         "metadata": {"bucket": "globex-backups"},
         "measure": {"gb_hours": 2400},
@@ -89,7 +86,13 @@ def example_m3ter_meters() -> None:
         definitions="meters/*.yaml",  # relative to this file's folder
     )
 
-    ingest_usage = M3terIngestMeasurementsOperator(task_id="ingest_usage", measurements=USAGE)
+    @task
+    def run_usage(dag_run: Any = None) -> list[dict[str, Any]]:
+        """This run's usage, stamped with the run's time (whole seconds, UTC)."""
+        ts = dag_run.run_after.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+        return [{**measurement, "ts": ts} for measurement in USAGE]
+
+    ingest_usage = M3terIngestMeasurementsOperator(task_id="ingest_usage", measurements=run_usage())
 
     ensure_product() >> sync_meters >> ingest_usage
 
