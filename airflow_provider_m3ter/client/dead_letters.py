@@ -43,20 +43,44 @@ def dead_letter(row: int, line: int | None, source: str | None, errors: list[Row
     :param errors: why the row was rejected.
     :param item: the row's data, or None when it could not be read.
     """
-    letter = {
+    letter: dict[str, Any] = {
         "row": row,
         "line": line,
         "source": source,
         "errors": [{"field": error.field, "reason": error.reason} for error in errors],
-        "data": None if item is None else _json_safe(item),
+        "data": None,
     }
+    if item is not None:
+        try:
+            letter["data"] = _json_safe(item)
+            return json.dumps(letter) + "\n"
+        except (RecursionError, MemoryError, TypeError, ValueError) as exc:
+            # writing a dead letter never fails: without the data, saying why
+            letter["data"] = None
+            letter["data_unwritable"] = f"the row's data cannot be written as JSON ({type(exc).__name__})"
     return json.dumps(letter) + "\n"
 
 
 def _json_safe(item: Any) -> Any:
-    """The rejected row's data in a JSON-safe form."""
+    """The rejected row's data in a JSON-safe form (its ``repr`` when JSON cannot hold it).
+
+    :raises RecursionError: the data nests deeper than Python can walk (the caller drops it).
+    """
     try:
         json.dumps(item, allow_nan=False)
         return item
     except (TypeError, ValueError):
-        return repr(item)
+        pass
+    if isinstance(item, dict):  # a row as read (SQL values: Decimal, datetime, ...): each as text
+        return {str(key): _json_value(value) for key, value in item.items()}
+    if isinstance(item, (list, tuple)):
+        return [_json_value(value) for value in item]
+    return repr(item)
+
+
+def _json_value(value: Any) -> Any:
+    try:
+        json.dumps(value, allow_nan=False)
+        return value
+    except (TypeError, ValueError):
+        return str(value)

@@ -254,7 +254,7 @@ class IngestRun:
                 if type(item) is dict and quick_check(item):
                     pass
                 elif isinstance(item, RowError):
-                    self._reject(row, line, None, [item], source)
+                    self._reject(row, line, item.data, [item], source)
                     continue
                 elif problems := validate(item):
                     errors = [RowError(row, p.field, p.reason, source, line) for p in problems]

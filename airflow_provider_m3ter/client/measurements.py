@@ -26,6 +26,7 @@ import math
 import re
 import unicodedata
 from dataclasses import dataclass
+from dataclasses import field as _field
 from datetime import datetime, timedelta, timezone
 from typing import Any, NamedTuple
 
@@ -86,6 +87,8 @@ class RowError:
     :param reason: what is wrong.
     :param source: a name for the source (file path, ``sql``, ``inline``), if known.
     :param line: 1-based line in the file where the row starts (JSON Lines, CSV), if known.
+    :param data: the row as read, for its dead letter (CSV/SQL: column -> value; a CSV row with the
+        wrong number of fields: the list of its values), if the source could read it.
     """
 
     row: int
@@ -93,6 +96,7 @@ class RowError:
     reason: str
     source: str | None = None
     line: int | None = None
+    data: Any = _field(default=None, compare=False, repr=False)
 
     def __str__(self) -> str:
         where = f"row {self.row}"
@@ -216,7 +220,9 @@ _FIELD_CODE_EXTRA = frozenset("_$0123456789")
 
 def _code_problem(value: Any, what: str) -> str | None:
     """Why ``value`` is not a valid meter/account code, or None when it is."""
-    if not isinstance(value, str):
+    if type(value) is not str:  # exactly: a NotANumber (a number's text) is no code
+        if type(value) is NotANumber:
+            return f"{what} must be a string, got the number {str(value)[:40]} ({value.reason})"
         return f"{what} must be a string, got {_type_name(value)}"
     if value in _checked_codes:
         return None
@@ -270,7 +276,7 @@ _TIMESTAMP_HINT = "an ISO-8601 date-time with a UTC offset, like 2024-05-01T12:0
 
 def _timestamp_problem(value: Any, what: str) -> str | None:
     """Why ``value`` is not an ISO-8601 date-time with offset, or None when it is."""
-    if not isinstance(value, str):
+    if type(value) is not str:
         return f"{what} must be {_TIMESTAMP_HINT}; got {_type_name(value)}"
     match = _TIMESTAMP.fullmatch(value)
     if match is None:
@@ -318,6 +324,16 @@ def cutoff_key(moment: datetime) -> str:
     return moment.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S")
 
 
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def _surrogate_reason(char: str, index: int) -> str:
+    return (
+        f"contains a lone surrogate (U+{ord(char):04X} at position {index + 1}), which is not Unicode "
+        "text; m3ter cannot store it"
+    )
+
+
 def _type_name(value: Any) -> str:
     return "null" if value is None else type(value).__name__
 
@@ -335,6 +351,8 @@ def _string_map_problems(category: str, value: Any, out: list[FieldProblem]) -> 
             out.append(FieldProblem(f"{category}.{key}", reason))
         if type(item) is not str:
             out.append(FieldProblem(f"{category}.{key}", f"must be a string, got {_type_name(item)}"))
+        elif not item.isascii() and (found := _SURROGATE.search(item)):
+            out.append(FieldProblem(f"{category}.{key}", _surrogate_reason(found.group(), found.start())))
         elif limit is not None and len(item) > limit:
             out.append(
                 FieldProblem(f"{category}.{key}", f"is {len(item)} characters; at most {limit} allowed")
@@ -352,6 +370,13 @@ def _number_map_problems(category: str, value: Any, out: list[FieldProblem]) -> 
         if kind is float:
             if not math.isfinite(item):
                 out.append(FieldProblem(f"{category}.{key}", f"must be a finite number, got {item!r}"))
+            elif not -MAX_EXACT_INTEGER <= item <= MAX_EXACT_INTEGER:
+                out.append(
+                    FieldProblem(
+                        f"{category}.{key}",
+                        "is beyond +-2**53, so a 64-bit floating-point number cannot hold it exactly",
+                    )
+                )
         elif kind is int:
             if not -MAX_EXACT_INTEGER <= item <= MAX_EXACT_INTEGER:
                 out.append(
@@ -451,15 +476,23 @@ def certainly_valid(m: dict[str, Any]) -> bool:
                         if not -MAX_EXACT_INTEGER <= item <= MAX_EXACT_INTEGER:
                             return False
                     # x - x is 0.0 for every finite float, NaN for NaN and the infinities
-                    elif number is not float or item - item != 0.0:
+                    elif (
+                        number is not float
+                        or item - item != 0.0
+                        or not -MAX_EXACT_INTEGER <= item <= MAX_EXACT_INTEGER
+                    ):
                         return False
             elif kind == _STRINGS:
                 for item in value.values():
-                    if type(item) is not str:
+                    if type(item) is not str or (not item.isascii() and _SURROGATE.search(item)):
                         return False
             else:
                 for item in value.values():
-                    if type(item) is not str or len(item) > MAX_METADATA_VALUE_LENGTH:
+                    if (
+                        type(item) is not str
+                        or len(item) > MAX_METADATA_VALUE_LENGTH
+                        or (not item.isascii() and _SURROGATE.search(item))
+                    ):
                         return False
         elif not (_fast_timestamp(value) if kind == _TIME else _fast_uid(value)):
             return False

@@ -64,6 +64,12 @@ class ConversionError(ValueError):
 
 
 def _checked_float(value: float, shown: Any, nonzero: bool) -> float:
+    if math.isfinite(value) and not -MAX_EXACT_INTEGER < value < MAX_EXACT_INTEGER:
+        # whatever the notation (9007199254740993.0, 1e16, a Decimal with a fraction): a 64-bit float
+        # holds no fraction there and skips integers, so the value may already be rounded
+        raise ConversionError(
+            f"{shown!s:.40} is beyond +-2**53, so a 64-bit floating-point number cannot hold it exactly"
+        )
     if math.isnan(value):
         raise ConversionError("NaN is not a number m3ter accepts")
     if not math.isfinite(value):

@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any, BinaryIO, Protocol, cast
 
 from airflow_provider_m3ter.client.batches import MAX_BATCH_BYTES
-from airflow_provider_m3ter.client.measurements import NotANumber, RowError
+from airflow_provider_m3ter.client.measurements import MAX_EXACT_INTEGER, NotANumber, RowError
 from airflow_provider_m3ter.operators.mapping import RowMapping, SourceError
 
 __all__ = [
@@ -43,6 +43,11 @@ FILE_FORMATS = ("jsonl", "json", "csv")
 _GZIP_MAGIC = b"\x1f\x8b"
 _CHUNK = 1 << 20
 _WHITESPACE = re.compile(r"[ \t\r\n]*")
+# JSON whitespace directly before a colon: a key written ``"k" :`` (the fast key count misses it)
+_SPACED_COLON = re.compile(r"[ \t\r\n]:")
+#: Containers nested deeper than this are refused as a row error before anything recurses on them
+#: (a valid measurement nests two levels: the row object and a category object).
+MAX_NESTING = 32
 
 
 class MeasurementSource(Protocol):
@@ -89,6 +94,8 @@ def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
 def _strict_float(text: str) -> float | NotANumber:
     """``parse_float``: the float, or :class:`NotANumber` when it would overflow or underflow to 0."""
     value = float(text)
+    if not -MAX_EXACT_INTEGER < value < MAX_EXACT_INTEGER and value - value == 0.0:
+        return NotANumber(text, "is beyond +-2**53, so a 64-bit floating-point number cannot hold it exactly")
     if value - value != 0.0:  # infinity
         return NotANumber(text, "too large for a 64-bit floating-point number")
     if value == 0.0 and any(digit in "123456789" for digit in text.lower().partition("e")[0]):
@@ -116,10 +123,12 @@ _FAST_DECODER = json.JSONDecoder(parse_float=_strict_float)
 def _keys_unique(item: Any, text: str, start: int, end: int) -> bool:
     """True when the JSON text ``text[start:end]`` of ``item`` certainly names no key twice.
 
-    Every key in the text is followed by ``":`` (the fast path's compact and ``json.dumps`` forms),
-    so the text holds at least as many ``":`` as the decoded dicts hold keys, and more when a key
-    was repeated (the dict kept one), a string contains ``":``, or dicts nest deeper than two
-    levels. Equal counts therefore prove the keys unique; anything else takes the careful decoder.
+    Every key in the text is followed by its colon, with or without JSON whitespace between. When
+    no colon in the text follows whitespace, every key is followed directly by ``":``, so the text
+    holds at least as many ``":`` as the decoded dicts hold keys, and more when a key was repeated
+    (the dict kept one), a string contains ``":``, or dicts nest deeper than two levels. Equal
+    counts therefore prove the keys unique; anything else (including any whitespace before a colon,
+    even inside a string) takes the careful decoder.
     """
     if type(item) is not dict:
         return False
@@ -127,12 +136,95 @@ def _keys_unique(item: Any, text: str, start: int, end: int) -> bool:
     for value in item.values():
         if type(value) is dict:
             keys += len(value)
-    return text.count('":', start, end) == keys
+    return text.count('":', start, end) == keys and _SPACED_COLON.search(text, start, end) is None
+
+
+class NestingError(ValueError):
+    """A JSON value nests containers deeper than :data:`MAX_NESTING` levels."""
+
+    def __init__(self) -> None:
+        super().__init__(f"containers nest deeper than {MAX_NESTING} levels")
+
+
+def _json_end(text: str, pos: int, limit: int = MAX_NESTING) -> int | None:
+    """Where the JSON value starting at ``text[pos]`` ends, found without recursion.
+
+    :return: the index after the value, or None when it is not complete in ``text``.
+    :raises NestingError: containers nest deeper than ``limit`` before the value ends.
+    :raises ValueError: brackets that do not match.
+    """
+    depth, index, size = 0, pos, len(text)
+    closers = []
+    while index < size:
+        char = text[index]
+        if char == '"':
+            index += 1
+            while True:
+                found = text.find('"', index)
+                if found < 0:
+                    return None
+                backslashes = 0
+                while text[found - 1 - backslashes] == "\\":
+                    backslashes += 1
+                index = found + 1
+                if not backslashes % 2:
+                    break
+            if depth == 0:
+                return index
+            continue
+        if char in "[{":
+            depth += 1
+            if depth > limit:
+                raise NestingError()
+            closers.append("]" if char == "[" else "}")
+        elif char in "]}":
+            if not closers or closers.pop() != char:
+                raise ValueError("brackets do not match")
+            depth -= 1
+            if depth == 0:
+                return index + 1
+        elif depth == 0 and char in ",\n\r\t ":
+            return index if index > pos else None
+        index += 1
+    return None
+
+
+def _too_deep(text: str, start: int = 0, end: int | None = None) -> bool:
+    """True when the JSON text ``text[start:end]`` nests containers deeper than :data:`MAX_NESTING`.
+
+    Two counts settle the common case; brackets inside strings are skipped when it takes a look.
+    """
+    end = len(text) if end is None else end
+    if text.count("[", start, end) + text.count("{", start, end) <= MAX_NESTING:
+        return False
+    depth, in_string, escaped = 0, False, False
+    for char in text[start:end]:
+        if in_string:
+            if escaped:
+                escaped = False
+            elif char == "\\":
+                escaped = True
+            elif char == '"':
+                in_string = False
+        elif char == '"':
+            in_string = True
+        elif char == "[" or char == "{":
+            depth += 1
+            if depth > MAX_NESTING:
+                return True
+        elif char == "]" or char == "}":
+            depth -= 1
+    return False
 
 
 def loads_strict(text: str | bytes) -> Any:
     """``json.loads`` that refuses duplicate keys (:class:`DuplicateKeyError`) and marks numbers that
-    a 64-bit float cannot hold (:class:`~airflow_provider_m3ter.client.measurements.NotANumber`)."""
+    a 64-bit float cannot hold (:class:`~airflow_provider_m3ter.client.measurements.NotANumber`);
+    :class:`NestingError` when containers nest deeper than :data:`MAX_NESTING` levels."""
+    if isinstance(text, (bytes, bytearray)):
+        text = text.decode("utf-8")
+    if _too_deep(text):
+        raise NestingError()
     return json.loads(text, object_pairs_hook=_unique_keys, parse_float=_strict_float)
 
 
@@ -140,6 +232,8 @@ def _json_error(exc: ValueError, row: int, line: int | None, source: str) -> Row
     if isinstance(exc, DuplicateKeyError):
         reason = f"{exc}; which value is meant is ambiguous"
         return RowError(row, exc.key, reason, source, line)
+    if isinstance(exc, NestingError):
+        return RowError(row, "", f"{exc}; a measurement nests at most two levels", source, line)
     reason = f"not valid JSON: {getattr(exc, 'msg', exc)}"
     if isinstance(exc, json.JSONDecodeError):
         reason += f" (column {exc.colno})"
@@ -155,10 +249,13 @@ def _text_encoding(encoding: str) -> str:
     return "utf-8-sig" if name in ("utf-8", "utf-8-sig") else name
 
 
-def _as_item(mapped: Any, row: int, line: int | None, source: str) -> dict[str, Any] | RowError:
-    """A mapped row as a source item: :meth:`RowMapping.build`'s ``(field, reason)`` becomes a RowError."""
+def _as_item(
+    mapped: Any, row: int, line: int | None, source: str, data: Any = None
+) -> dict[str, Any] | RowError:
+    """A mapped row as a source item: :meth:`RowMapping.build`'s ``(field, reason)`` becomes a
+    RowError carrying ``data`` (the row as read) for its dead letter."""
     if isinstance(mapped, tuple):
-        return RowError(row, mapped[0], mapped[1], source, line)
+        return RowError(row, mapped[0], mapped[1], source, line, data)
     return mapped  # type: ignore[no-any-return]
 
 
@@ -186,9 +283,9 @@ class IterableSource:
             try:
                 mapped = mapping.from_dict(item, plans)
             except SourceError as exc:
-                yield row, None, RowError(row, "", str(exc), self.name)
+                yield row, None, RowError(row, "", str(exc), self.name, None, item)
                 continue
-            yield row, None, _as_item(mapped, row, None, self.name)
+            yield row, None, _as_item(mapped, row, None, self.name, item)
 
 
 # --- files --------------------------------------------------------------------------------------
@@ -312,11 +409,20 @@ class FileSource:
         scan = cast(_ScanningDecoder, _FAST_DECODER).scan_once
         unique = _keys_unique
         codec = self._codec
+        lines: Iterable[bytes] = handle
+        if "a\n{".encode(codec) != b"a\n{":
+            # not ASCII-compatible (UTF-16, UTF-32): a byte 0x0A is not a line break, so decode the
+            # text first and split it on its own line breaks
+            decoded = io.TextIOWrapper(handle, encoding=codec, newline="\n")
+            lines = (text.encode("utf-8", "surrogatepass") for text in decoded)
+            codec = "utf-8"
         fast_codec = "utf-8" if codec == "utf-8-sig" else codec  # the BOM can only start line 1
         row = 0
-        for line_no, raw in enumerate(handle, start=1):
+        for line_no, raw in enumerate(lines, start=1):
             try:
                 text = raw.decode(fast_codec)
+                if text.count("[") + text.count("{") > MAX_NESTING:
+                    raise ValueError("maybe nested too deeply")
                 item, end = scan(text, 0)
                 if end != len(text) and (rest := text[end:]) != "\n" and rest.strip():
                     raise ValueError("extra data")
@@ -343,7 +449,7 @@ class FileSource:
             if simple:
                 yield row, line_no, item
             else:
-                yield row, line_no, _as_item(mapping.from_dict(item, plans), row, line_no, name)
+                yield row, line_no, _as_item(mapping.from_dict(item, plans), row, line_no, name, item)
 
     def _json_array(self, handle: BinaryIO) -> Iterator[SourceRow]:
         text = io.TextIOWrapper(handle, encoding=self._codec)
@@ -377,7 +483,19 @@ class FileSource:
         if next_char() != "[":
             raise SourceError(f"{name}: a JSON array source must start with '['")
         pos += 1
+
+        def end_of_array() -> None:
+            # after the closing ']' only whitespace may follow
+            nonlocal pos
+            pos += 1
+            if (after := next_char()) != "":
+                raise SourceError(
+                    f"{name}: line {line}: {after!r} after the JSON array's closing ']'; a JSON "
+                    "array source holds exactly one array (nothing was sent)"
+                )
+
         if next_char() == "]":
+            end_of_array()
             return
         while True:
             if next_char() == "":
@@ -387,9 +505,27 @@ class FileSource:
                     item, end = decode(buffer, pos)
                     # A value that reaches the end of the buffer may be cut short (a number).
                     if end < len(buffer) or eof:
-                        if not _keys_unique(item, buffer, pos, end):
+                        if _too_deep(buffer, pos, end):
+                            item = NestingError()
+                        elif not _keys_unique(item, buffer, pos, end):
                             item, end = careful(buffer, pos)  # raises DuplicateKeyError if one repeats
                         break
+                except RecursionError:
+                    # deeper than Python's recursion limit: find the element's end without recursing
+                    try:
+                        skipped = _json_end(buffer, pos, limit=len(buffer))
+                    except ValueError:
+                        raise SourceError(
+                            f"{name}: element {row + 1} at line {line} is not valid JSON "
+                            "(brackets do not match)"
+                        ) from None
+                    if skipped is not None:
+                        item, end = NestingError(), skipped
+                        break
+                    if eof:
+                        raise SourceError(
+                            f"{name}: element {row + 1} at line {line} is not valid JSON"
+                        ) from None
                 except DuplicateKeyError as exc:
                     skipped = _skip_value(buffer, pos)
                     if skipped is not None and (skipped < len(buffer) or eof):
@@ -407,14 +543,15 @@ class FileSource:
                 if not fill():
                     continue
             row += 1
-            if isinstance(item, DuplicateKeyError):
+            if isinstance(item, (DuplicateKeyError, NestingError)):
                 yield row, line, _json_error(item, row, line, name)
             else:
-                yield row, line, _as_item(mapping.from_dict(item, plans), row, line, name)
+                yield row, line, _as_item(mapping.from_dict(item, plans), row, line, name, item)
             line += buffer.count("\n", pos, end)
             pos = end
             char = next_char()
             if char == "]":
+                end_of_array()
                 return
             if char != ",":
                 found = repr(char) if char else "the end of the file"
@@ -480,9 +617,13 @@ class FileSource:
             row += 1
             if len(values) != width:
                 reason = f"expected {width} fields as in the header, got {len(values)}"
-                yield row, line, RowError(row, "", reason, name, line)
+                yield row, line, RowError(row, "", reason, name, line, values)
                 continue
-            yield row, line, _as_item(build(values, plan), row, line, name)
+            mapped = build(values, plan)
+            if isinstance(mapped, tuple):
+                yield row, line, _as_item(mapped, row, line, name, dict(zip(header, values, strict=True)))
+            else:
+                yield row, line, mapped
 
 
 def _allow_fields_up_to_the_request_limit() -> None:
@@ -547,11 +688,20 @@ class SqlSource:
             if cursor.description is None:
                 raise SourceError(f"query on connection {self.conn_id!r} returned no result set")
             plan = self.mapping.plan([str(column[0]) for column in cursor.description])
+            columns = [str(column[0]) for column in cursor.description]
             build, name, row = self.mapping.build, self.name, 0
             while batch := cursor.fetchmany(self.fetch_size):
                 for values in batch:
                     row += 1
-                    yield row, None, _as_item(build(values, plan), row, None, name)
+                    mapped = build(values, plan)
+                    if isinstance(mapped, tuple):
+                        yield (
+                            row,
+                            None,
+                            _as_item(mapped, row, None, name, dict(zip(columns, values, strict=False))),
+                        )
+                    else:
+                        yield row, None, mapped
         finally:
             cursor.close()
             connection.close()

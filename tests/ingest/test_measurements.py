@@ -45,7 +45,7 @@ codes = st.one_of(
 )
 field_codes = st.from_regex(r"[A-Za-z_$][A-Za-z0-9_$]{0,20}", fullmatch=True)
 numbers = st.one_of(
-    st.integers(min_value=-(2**53), max_value=2**53), st.floats(allow_nan=False, allow_infinity=False)
+    st.integers(min_value=-(2**53), max_value=2**53), st.floats(min_value=-(2.0**53), max_value=2.0**53)
 )
 instants = st.datetimes(
     min_value=datetime(1990, 1, 1), max_value=datetime(2090, 12, 31), timezones=st.just(timezone.utc)

@@ -82,7 +82,13 @@ def test_json_array_is_streamed_across_tiny_chunks(tmp_path: Path, monkeypatch: 
     st.lists(
         st.dictionaries(
             st.text(max_size=5),
-            st.one_of(st.integers(), st.floats(allow_nan=False), st.text(max_size=12), st.none()),
+            st.one_of(
+                st.integers(),
+                # a float beyond +-2**53 is refused (NotANumber): see test_json_number_beyond_2_53
+                st.floats(min_value=-(2.0**53) + 1, max_value=2.0**53 - 1),
+                st.text(max_size=12),
+                st.none(),
+            ),
             max_size=4,
         ),
         max_size=12,

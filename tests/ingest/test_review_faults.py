@@ -1,0 +1,329 @@
+"""Faults a review found in the exact-ingest path (issue 9 follow-up): each input is a test.
+
+Real runs against the emulator (``client_factory``) wherever m3ter's side matters.
+"""
+
+from __future__ import annotations
+
+import codecs
+import json
+import random
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from airflow_provider_m3ter.client.dead_letters import dead_letter
+from airflow_provider_m3ter.client.ingest import IngestRun
+from airflow_provider_m3ter.client.measurements import RowError, validate_measurement
+from airflow_provider_m3ter.operators import sources
+from airflow_provider_m3ter.operators.mapping import RowMapping, SourceError
+from airflow_provider_m3ter.operators.sources import FileSource, IterableSource, loads_strict
+
+GOOD = '{"meter":"m","account":"a","ts":"2024-05-01T00:00:00Z","measure":{"x":1}}'
+
+
+def _run(client: Any, source: Any, tmp_path: Path, **kw: Any) -> IngestRun:
+    run = IngestRun(client, namespace="ns", on_invalid="skip", dead_letter_path=tmp_path / "dl.jsonl", **kw)
+    run.run(source.rows(), source.name)
+    return run
+
+
+def _letters(tmp_path: Path) -> list[dict[str, Any]]:
+    path = tmp_path / "dl.jsonl"
+    return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
+
+
+# --- 1. duplicate keys with whitespace before the colon -----------------------------------------
+
+SPACED_DUPLICATES = [
+    '{"meter":"m","account":"a","ts":"2024-05-01T00:00:00Z","measure":{"x" :1,"x":2}}',
+    '{"meter" :"m","meter":"evil","account":"a","ts":"2024-05-01T00:00:01Z","measure":{"x":1}}',
+    '{"meter":"m","account":"a","ts":"2024-05-01T00:00:02Z","measure":{"x":1},"account"\t:"b"}',
+    '{"meter":"m","account":"a","ts":"2024-05-01T00:00:02Z","measure":{"x":1},"account"\r :"b"}',
+]
+
+
+@pytest.mark.parametrize("file_format", ["jsonl", "json"])
+def test_duplicate_key_with_space_before_colon_is_a_row_error(
+    client_factory, m3ter_emulator, tmp_path, file_format
+):
+    path = tmp_path / f"dup.{file_format}"
+    if file_format == "jsonl":
+        path.write_text("\n".join(SPACED_DUPLICATES) + "\n")
+    else:
+        path.write_text("[\n" + ",\n".join(SPACED_DUPLICATES) + "\n]\n")
+    run = _run(client_factory(), FileSource(path), tmp_path)
+    assert run.summary.invalid == len(SPACED_DUPLICATES)
+    assert run.summary.sent == 0
+    assert m3ter_emulator.measurements() == []
+    assert all("more than once" in error.reason for error in run.errors)
+
+
+def _ws(rng: random.Random) -> str:
+    return "".join(rng.choice(" \t\r\n") for _ in range(rng.choice([0, 0, 1, 2])))
+
+
+def _dump(value: Any, rng: random.Random, newlines: bool) -> str:
+    """JSON text of ``value`` (a list of (key, value) pairs for objects) with random whitespace."""
+    ws = (lambda: _ws(rng)) if newlines else (lambda: _ws(rng).replace("\n", " ").replace("\r", " "))
+    if isinstance(value, list):  # an object as pairs, keys may repeat
+        parts = [
+            ws() + json.dumps(key) + ws() + ":" + ws() + _dump(item, rng, newlines) + ws()
+            for key, item in value
+        ]
+        return "{" + ",".join(parts) + ws() + "}"
+    return json.dumps(value)
+
+
+keys = st.sampled_from(["meter", "account", "ts", "measure", "x", 'a":', "k :"])
+scalars = st.one_of(st.integers(-5, 5), st.sampled_from(["m", "a", '":', " :", "2024-05-01T00:00:00Z"]))
+objects = st.recursive(
+    st.lists(st.tuples(keys, scalars), max_size=4),
+    lambda inner: st.lists(st.tuples(keys, st.one_of(scalars, inner)), max_size=4),
+    max_leaves=10,
+)
+
+
+def _has_duplicate(pairs: Any) -> bool:
+    if not isinstance(pairs, list):
+        return False
+    names = [key for key, _ in pairs]
+    return len(names) != len(set(names)) or any(_has_duplicate(item) for _, item in pairs)
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(st.lists(objects, min_size=1, max_size=5), st.randoms(use_true_random=False))
+def test_fast_path_never_accepts_a_duplicate_key(tmp_path_factory, rows: list, rng: random.Random) -> None:
+    """Whatever the whitespace around keys and colons, a row naming a key twice is never a dict."""
+    folder = tmp_path_factory.mktemp("dups")
+    lines = [_dump(pairs, rng, newlines=False) for pairs in rows]
+    (folder / "d.jsonl").write_text("\n".join(lines) + "\n")
+    (folder / "d.json").write_text("[" + ",".join(_dump(pairs, rng, newlines=True) for pairs in rows) + "]")
+    for name in ("d.jsonl", "d.json"):
+        got = [item for _, _, item in FileSource(folder / name).rows()]
+        assert len(got) == len(rows)
+        for pairs, item in zip(rows, got, strict=False):
+            if _has_duplicate(pairs):
+                assert isinstance(item, RowError), (name, pairs, item)
+                assert "more than once" in item.reason, (name, pairs, item)
+            else:
+                assert not isinstance(item, RowError), (name, pairs, item)
+
+
+# --- 2. anything after a JSON array ---------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "tail",
+    ["\n[" + GOOD + "]", "\n" + GOOD, "x", "]", "\n\n,"],
+    ids=["array", "object", "x", "bracket", "comma"],
+)
+@pytest.mark.parametrize("empty", [False, True])
+def test_content_after_the_json_array_fails_the_load(client_factory, m3ter_emulator, tmp_path, tail, empty):
+    path = tmp_path / "two.json"
+    path.write_text(("[]" if empty else "[" + GOOD + "]") + tail)
+    run = IngestRun(client_factory(), namespace="ns", on_invalid="skip")
+    with pytest.raises(SourceError, match=r"two\.json: line \d+: .* after the JSON array's closing"):
+        run.run(FileSource(path).rows(), str(path))
+    assert m3ter_emulator.measurements() == []
+
+
+def test_whitespace_after_the_json_array_is_fine(tmp_path):
+    path = tmp_path / "ok.json"
+    path.write_text("[" + GOOD + "]\n \t\r\n")
+    assert len(list(FileSource(path).rows())) == 1
+
+
+# --- 3. deep nesting ------------------------------------------------------------------------------
+
+
+def _deep(depth: int) -> str:
+    return '{"meter":"m","account":"a","ts":"2024-05-01T00:00:01Z","other":' + "[" * depth + "]" * depth + "}"
+
+
+@pytest.mark.parametrize("depth", [33, 990, 5_000, 100_000])
+@pytest.mark.parametrize("file_format", ["jsonl", "json"])
+def test_deep_nesting_is_a_row_error(client_factory, m3ter_emulator, tmp_path, depth, file_format):
+    path = tmp_path / f"deep.{file_format}"
+    if file_format == "jsonl":
+        path.write_text(GOOD + "\n" + _deep(depth) + "\n")
+    else:
+        path.write_text("[" + GOOD + "," + _deep(depth) + "," + GOOD.replace(":00Z", ":02Z") + "]")
+    run = _run(client_factory(), FileSource(path), tmp_path)
+    assert run.summary.invalid == 1
+    assert run.summary.sent == run.summary.valid == (1 if file_format == "jsonl" else 2)
+    assert len(m3ter_emulator.measurements()) == run.summary.sent
+    assert "nest deeper than" in run.errors[0].reason
+    (letter,) = _letters(tmp_path)
+    assert letter["row"] == 2
+
+
+def test_nesting_within_the_limit_is_parsed_and_brackets_in_strings_do_not_count(tmp_path):
+    inner = "[" * 30 + "]" * 30
+    text = (
+        '{"meter":"m","account":"a","ts":"2024-05-01T00:00:00Z","who":{"u":"'
+        + "[" * 200
+        + '"},"other":'
+        + inner
+        + "}"
+    )
+    path = tmp_path / "ok.jsonl"
+    path.write_text(text + "\n")
+    ((_, _, item),) = FileSource(path).rows()
+    assert isinstance(item, dict)
+    assert item["who"]["u"] == "[" * 200
+
+
+def test_deep_measurements_string_is_refused_without_a_crash():
+    with pytest.raises(ValueError, match="nest deeper"):
+        loads_strict("[" + _deep(5_000) + "]")
+
+
+def test_dead_letter_of_data_too_deep_to_write_never_crashes():
+    data: Any = []
+    for _ in range(5_000):
+        data = [data]
+    line = dead_letter(1, 1, "src", [RowError(1, "", "bad")], {"other": data})
+    letter = json.loads(line)
+    assert letter["data"] is None
+    assert "cannot be written" in letter["data_unwritable"]
+
+
+# --- 7. numbers in code fields --------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        '{"meter":"m","account":1e400,"ts":"2024-05-01T00:00:00Z","measure":{"x":1}}',
+        '{"meter":1E-400,"account":"a","ts":"2024-05-01T00:00:00Z","measure":{"x":1}}',
+        '{"meter":"m","account":"a","ts":1e999,"measure":{"x":1}}',
+        '{"meter":"m","account":"a","ts":"2024-05-01T00:00:00Z","who":{"u":1e400}}',
+        '{"uid":1e400,"meter":"m","account":"a","ts":"2024-05-01T00:00:00Z"}',
+    ],
+)
+def test_overflowing_number_in_a_string_field_is_a_row_error(text):
+    problems = validate_measurement(loads_strict(text))
+    assert problems
+    assert all("must be" in p.reason for p in problems)
+
+
+# --- 8. big numbers in any notation ---------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "number",
+    ["9007199254740993.0", "12345678901234567e0", "9007199254740992.5", "1e16", "-9.007199254740993e15"],
+)
+def test_numbers_beyond_2_53_are_refused_whatever_the_notation(tmp_path, number):
+    jsonl = tmp_path / "n.jsonl"
+    jsonl.write_text(
+        f'{{"meter":"m","account":"a","ts":"2024-05-01T00:00:00Z","measure":{{"x":{number}}}}}\n'
+    )
+    csv_path = tmp_path / "n.csv"
+    csv_path.write_text(f"meter,account,ts,measure.x\nm,a,2024-05-01T00:00:00Z,{number}\n")
+    mapping = RowMapping({"v": "measure.x"}, meter="m", account="a")
+    inline = IterableSource([{"ts": "2024-05-01T00:00:00Z", "v": Decimal(number)}], mapping)
+    for source in (FileSource(jsonl), FileSource(csv_path), inline):
+        ((_, _, item),) = list(source.rows())
+        problems = [item] if isinstance(item, RowError) else validate_measurement(item)
+        assert problems, (source.name, item)
+        assert "2**53" in problems[0].reason, (source.name, item)
+    assert validate_measurement(
+        {"meter": "m", "account": "a", "ts": "2024-05-01T00:00:00Z", "measure": {"x": 2.0**53 * 2}}
+    )
+
+
+def test_numbers_within_2_53_still_pass(tmp_path):
+    path = tmp_path / "n.jsonl"
+    path.write_text(
+        '{"meter":"m","account":"a","ts":"2024-05-01T00:00:00Z","measure":{"x":9007199254740991.0,"y":1e15}}\n'
+    )
+    ((_, _, item),) = list(FileSource(path).rows())
+    assert item["measure"] == {"x": 9007199254740991.0, "y": 1e15}
+    assert validate_measurement(item) == []
+
+
+# --- 10. dead letters of CSV/SQL rows, UTF-16 JSON Lines, lone surrogates -------------------------
+
+
+def test_csv_dead_letters_hold_the_row_as_read(client_factory, tmp_path):
+    path = tmp_path / "dl.csv"
+    path.write_text(
+        "meter,account,ts,measure.x\nm,a,2024-05-01T00:00:00Z,n/a\nm,a,2024-05-01T00:00:00Z,1,extra\n"
+    )
+    _run(client_factory(), FileSource(path), tmp_path)
+    first, second = _letters(tmp_path)
+    assert first["data"] == {"meter": "m", "account": "a", "ts": "2024-05-01T00:00:00Z", "measure.x": "n/a"}
+    assert second["data"] == ["m", "a", "2024-05-01T00:00:00Z", "1", "extra"]
+
+
+def test_sql_dead_letters_hold_the_row_as_read(client_factory, tmp_path, monkeypatch):
+    import sqlite3
+
+    database = tmp_path / "u.db"
+    with sqlite3.connect(database) as db:
+        db.execute("create table u (account text, ts text, v text)")
+        db.execute("insert into u values ('a', '2024-05-01T00:00:00Z', 'oops')")
+
+    class Hook:
+        def get_conn(self) -> Any:
+            return sqlite3.connect(database)
+
+    source = sources.SqlSource(
+        "db",
+        "select account, ts, v from u",
+        mapping=RowMapping({"account": "account", "ts": "ts", "v": "measure.x"}, meter="m"),
+    )
+    monkeypatch.setattr(source, "_hook", lambda: Hook())
+    _run(client_factory(), source, tmp_path)
+    (letter,) = _letters(tmp_path)
+    assert letter["data"] == {"account": "a", "ts": "2024-05-01T00:00:00Z", "v": "oops"}
+
+
+@pytest.mark.parametrize(
+    ("encoding", "bom"),
+    [("utf-16", codecs.BOM_UTF16_LE), ("utf-16-be", b""), ("utf-32", codecs.BOM_UTF32_LE)],
+)
+def test_utf16_json_lines(client_factory, m3ter_emulator, tmp_path, encoding, bom):
+    # U+010A and U+0A0A hold the byte 0x0A in UTF-16/32: a byte split would cut the line there
+    lines = [
+        json.dumps(
+            {"meter": "m", "account": "a", "ts": f"2024-05-01T00:00:0{i}Z", "who": {"u": f"\u010a\u0a0a{i}"}},
+            ensure_ascii=False,
+        )
+        for i in range(3)
+    ]
+    text = "\n".join(lines) + "\n"
+    codec = {"utf-16": "utf-16-le", "utf-32": "utf-32-le"}.get(encoding, encoding)
+    path = tmp_path / "u.jsonl"
+    path.write_bytes(bom + text.encode(codec))
+    run = _run(client_factory(), FileSource(path, encoding=encoding), tmp_path)
+    assert (run.summary.read, run.summary.sent) == (3, 3)
+    assert len(m3ter_emulator.measurements()) == 3
+
+
+@pytest.mark.parametrize(
+    ("text", "field"),
+    [
+        ('{"meter":"m","account":"a","ts":"2024-05-01T00:00:00Z","who":{"u":"\\ud800"}}', "who.u"),
+        ('{"meter":"m","account":"a","ts":"2024-05-01T00:00:00Z","metadata":{"u":"x\\udfff"}}', "metadata.u"),
+        ('{"meter":"m","account":"a\\ud800","ts":"2024-05-01T00:00:00Z"}', "account"),
+        ('{"meter":"\\udc00m","account":"a","ts":"2024-05-01T00:00:00Z"}', "meter"),
+        ('{"uid":"u\\ud800","meter":"m","account":"a","ts":"2024-05-01T00:00:00Z"}', "uid"),
+        ('{"meter":"m","account":"a","ts":"2024-05-01T00:00:00Z","who":{"\\ud800":"x"}}', "who.\ud800"),
+    ],
+)
+def test_lone_surrogates_are_row_errors(client_factory, m3ter_emulator, tmp_path, text, field):
+    path = tmp_path / "s.jsonl"
+    path.write_text(text + "\n" + GOOD + "\n")
+    run = _run(client_factory(), FileSource(path), tmp_path)
+    assert (run.summary.invalid, run.summary.sent) == (1, 1)
+    assert run.errors[0].field == field
+    assert len(m3ter_emulator.measurements()) == 1
+    (letter,) = _letters(tmp_path)
+    assert letter["row"] == 1
