@@ -11,7 +11,7 @@ Plain Python, no Airflow. The rules follow m3ter's Ingest API (``POST /measureme
 * ``ts`` and ``ets`` are ISO-8601 date-times with a UTC offset, like ``2024-05-01T12:00:00Z``.
 * ``who``, ``where``, ``what``, ``other`` and ``metadata`` map data-field codes to strings
   (``metadata`` values at most 256 characters); ``measure``, ``cost`` and ``income`` map codes to
-  finite numbers (no NaN, no Infinity, no booleans; integers within +-2**53, which a 64-bit float
+  finite numbers (no NaN, no Infinity, no booleans; every value within +-2**53, which a 64-bit float
   holds exactly).
 * A request carries 1 to 1,000 measurements and its JSON body stays under 512,000 bytes (see
   :mod:`airflow_provider_m3ter.client.batches`; uids and encoding are in
