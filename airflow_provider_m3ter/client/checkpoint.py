@@ -157,7 +157,11 @@ class AckedBatches:
 
 
 def checkpoint_state(
-    fingerprint: str, acked: AckedBatches, measurements: int, total_batches: int
+    fingerprint: str,
+    acked: AckedBatches,
+    measurements: int,
+    total_batches: int,
+    earlier_other: int = 0,
 ) -> dict[str, Any]:
     """The checkpoint after the batches in ``acked`` were acknowledged.
 
@@ -165,9 +169,12 @@ def checkpoint_state(
     :param acked: the acknowledged batches.
     :param measurements: records in those batches.
     :param total_batches: batches the run makes.
+    :param earlier_other: measurements earlier tries had acknowledged under other fingerprints
+        (carried forward so that every later try can report them).
     """
     count = len(acked)
     return {
+        "earlier_other_measurements": earlier_other,
         "version": CHECKPOINT_VERSION,
         "fingerprint": fingerprint,
         "acked": acked.ranges(),

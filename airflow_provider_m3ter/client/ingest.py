@@ -82,6 +82,11 @@ _RECORD_DECODER = json.JSONDecoder()
 MAX_403_SPLITS = 3
 
 
+def _count(value: Any) -> int:
+    """A non-negative count from a checkpoint field (0 for anything else)."""
+    return value if type(value) is int and value > 0 else 0
+
+
 def number_rows(items: Iterable[Any]) -> Iterator[tuple[int, None, Any]]:
     """Turn plain measurements into ``(row, line, item)`` rows for :meth:`IngestRun.run`."""
     for row, item in enumerate(items, start=1):
@@ -164,6 +169,7 @@ class IngestRun:
         self.errors: list[RowError] = []
         self.summary = IngestSummary()
         self._dead_letters: IO[str] | None = None
+        self._earlier_other = 0  # measurements earlier tries acknowledged for other batch sequences
 
     # -- public ---------------------------------------------------------------------------------
 
@@ -178,6 +184,7 @@ class IngestRun:
         """
         started = self._clock()
         self.errors, self.summary = [], IngestSummary()
+        self._earlier_other = 0
         stats_before = self._client_stats()
         with tempfile.TemporaryDirectory(prefix="m3ter-ingest-", dir=self.spill_dir) as tmp:
             try:
@@ -431,9 +438,34 @@ class IngestRun:
         state = self.checkpoint.load()
         if not isinstance(state, dict):
             return AckedBatches()
+        earlier = _count(state.get("earlier_other_measurements"))
         if state.get("fingerprint") != self.summary.fingerprint or state.get("version") != CHECKPOINT_VERSION:
-            self.log.info("m3ter ingest: ignoring a checkpoint of another source or batching; starting over")
+            earlier += _count(state.get("measurements"))
+            self._earlier_other = earlier
+            if earlier:
+                self.summary.earlier_other_source = {"measurements": earlier}
+                self.log.warning(
+                    "m3ter ingest: a checkpoint of an earlier try does not match this source's batches "
+                    "(the source changed, or yields its rows in another order: a SQL query needs ORDER BY "
+                    "for a retry to resume); m3ter also holds %d measurements sent by earlier tries of a "
+                    "different source version. Everything is sent again: rows that are the same get the "
+                    "same uids (m3ter de-duplicates them within 35 days), rows the source no longer has "
+                    "stay in m3ter",
+                    earlier,
+                )
+            else:
+                self.log.info(
+                    "m3ter ingest: ignoring a checkpoint of another source or batching; starting over"
+                )
             return AckedBatches()
+        self._earlier_other = earlier
+        if earlier:
+            self.summary.earlier_other_source = {"measurements": earlier}
+            self.log.warning(
+                "m3ter ingest: m3ter also holds %d measurements sent by earlier tries of a different "
+                "source version",
+                earlier,
+            )
         acked = AckedBatches.from_state(state.get("acked"), total)
         if acked is None:
             self.log.warning("m3ter ingest: ignoring a malformed checkpoint; starting over")
@@ -532,7 +564,9 @@ class IngestRun:
         if self.checkpoint is None:
             return
         self.checkpoint.save(
-            checkpoint_state(self.summary.fingerprint, acked, measurements, len(spill.batches))
+            checkpoint_state(
+                self.summary.fingerprint, acked, measurements, len(spill.batches), self._earlier_other
+            )
         )
 
     def _submit(self, segment: bytes, count: int, splits_403: int) -> tuple[int, int, int]:

@@ -59,6 +59,10 @@ class IngestSummary:
     :param dead_letter_path: where rejected rows were written (``on_invalid="skip"``), or None.
     :param resumed_from: ``{"batches", "measurements"}`` acknowledged by an earlier try, or None.
     :param fingerprint: identifies the batch sequence (source content plus batching parameters).
+    :param earlier_other_source: ``{"measurements"}`` that earlier tries of this task had m3ter
+        acknowledge for a *different* batch sequence (the source changed, or yielded its rows in
+        another order), or None. m3ter holds those too: rows this source still has were sent again
+        with the same uids (m3ter de-duplicates them); rows the source no longer has stay in m3ter.
     """
 
     read: int = 0
@@ -81,6 +85,7 @@ class IngestSummary:
     dead_letter_path: str | None = None
     resumed_from: dict[str, int] | None = None
     fingerprint: str = ""
+    earlier_other_source: dict[str, int] | None = None
 
     def as_dict(self) -> dict[str, Any]:
         """A JSON-ready dict of the summary."""

@@ -16,6 +16,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from airflow_provider_m3ter.client.checkpoint import MemoryCheckpointStore
 from airflow_provider_m3ter.client.dead_letters import dead_letter
 from airflow_provider_m3ter.client.ingest import IngestRun
 from airflow_provider_m3ter.client.measurements import RowError, validate_measurement
@@ -327,3 +328,73 @@ def test_lone_surrogates_are_row_errors(client_factory, m3ter_emulator, tmp_path
     assert len(m3ter_emulator.measurements()) == 1
     (letter,) = _letters(tmp_path)
     assert letter["row"] == 1
+
+
+# --- 5 and 6. a checkpoint that does not match: reordered or changed source -----------------------
+
+
+def _usage_rows(count: int) -> list[dict[str, Any]]:
+    return [
+        {"meter": "m", "account": "a", "ts": f"2024-05-01T00:00:{i:02d}Z", "measure": {"x": i}}
+        for i in range(count)
+    ]
+
+
+class _Crash(Exception):
+    pass
+
+
+class _CrashingStore(MemoryCheckpointStore):
+    """Saves like the memory store, then "crashes" (raises) on the save of batch ``at``."""
+
+    def __init__(self, at: int) -> None:
+        super().__init__()
+        self.at = at
+
+    def save(self, state: dict[str, Any]) -> None:
+        super().save(state)
+        if state["batches"] == self.at:
+            raise _Crash
+
+
+def test_changed_source_reports_what_earlier_tries_left_in_m3ter(client_factory, m3ter_emulator, caplog):
+    store = MemoryCheckpointStore()
+    first = _usage_rows(10)
+    IngestRun(client_factory(), namespace="ns", checkpoint=store, max_batch_count=2).run_measurements(first)
+    changed = [*first[:9], dict(first[9], measure={"x": 99})]
+    caplog.set_level("WARNING", logger="airflow_provider_m3ter.ingest")
+    second = IngestRun(client_factory(), namespace="ns", checkpoint=store, max_batch_count=2)
+    summary = second.run_measurements(changed)
+    assert len(m3ter_emulator.measurements()) == 11
+    assert (summary.sent, summary.resumed_from) == (10, None)
+    assert summary.earlier_other_source == {"measurements": 10}
+    assert summary.as_dict()["earlier_other_source"] == {"measurements": 10}
+    assert (
+        "m3ter also holds 10 measurements sent by earlier tries of a different source version" in caplog.text
+    )
+    # a third try of the changed source resumes (nothing to send) and still tells the truth
+    third = IngestRun(client_factory(), namespace="ns", checkpoint=store, max_batch_count=2)
+    summary = third.run_measurements(changed)
+    assert (summary.sent, summary.resumed_from["measurements"]) == (0, 10)
+    assert summary.earlier_other_source == {"measurements": 10}
+    assert len(m3ter_emulator.measurements()) == 11
+
+
+def test_reordered_source_after_a_crash_warns_with_the_count(client_factory, m3ter_emulator, caplog):
+    rows = _usage_rows(10)
+    store = _CrashingStore(at=2)
+    with pytest.raises(_Crash):
+        IngestRun(client_factory(), namespace="ns", checkpoint=store, max_batch_count=2).run_measurements(
+            rows
+        )
+    store.at = -1
+    caplog.set_level("WARNING", logger="airflow_provider_m3ter.ingest")
+    summary = IngestRun(
+        client_factory(), namespace="ns", checkpoint=store, max_batch_count=2
+    ).run_measurements(rows[::-1])
+    assert "yields its rows in another order" in caplog.text
+    assert "m3ter also holds 4 measurements" in caplog.text
+    assert summary.earlier_other_source == {"measurements": 4}
+    assert summary.sent == 10
+    # same uids: m3ter holds each row once
+    assert len(m3ter_emulator.measurements()) == 10
