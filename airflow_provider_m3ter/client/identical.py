@@ -9,14 +9,17 @@ digest). After the source is read, each partition is resolved on its own:
   uid of :func:`~airflow_provider_m3ter.client.encoding.occurrence_uid`, so identical rows are
   distinct measurements, and a reordered source gives the same set of uids. With
   ``deduplicate=True`` the repeats are dropped instead (and counted).
-* a row **with** an explicit ``uid`` is keyed by that uid. The same uid with the same content again
-  is the same measurement: the repeat is dropped (and counted as identical). The same uid with
-  different content is ambiguous (m3ter would keep one and drop the others): every row of that uid
-  is a row error.
+* a row **with** an explicit ``uid`` is keyed by that uid (a uid shaped like a derived one, 40
+  lowercase hex characters, in the derived uids' key space). After the occurrence uids are
+  assigned, every final uid is checked across all rows that carry it, given or derived: the same
+  uid with the same content again is the same measurement (the explicit repeat is dropped and
+  counted as identical); the same uid with different content is ambiguous (m3ter would keep one
+  and drop the others): every row that *gave* that uid explicitly is a row error.
 
 Memory: a partition's entries are resolved at once, about 80 bytes per entry, so the peak is about
 ``80 * rows / PARTITIONS`` bytes (1.25 bytes per source row; 12 MB for 10,000,000 rows) plus a
-dict entry per *distinct repeated* key in the partition. Disk: 48 bytes per valid row.
+dict entry per *distinct repeated* key in the partition (and the entries of rows given an
+occurrence uid, re-entered under that uid). Disk: 48 bytes per valid row.
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ from __future__ import annotations
 import collections
 import hashlib
 import heapq
+import re
 import struct
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -31,6 +35,8 @@ from pathlib import Path
 from typing import IO, Any
 
 from airflow_provider_m3ter.client.encoding import occurrence_uid
+
+_HEX40 = re.compile(r"[0-9a-f]{40}")
 
 __all__ = ["DERIVED_ENTRY", "DROP", "PARTITIONS", "UID_AT", "Conflict", "Resolution", "RowLedger"]
 
@@ -111,15 +117,28 @@ class RowLedger:
         self.writes = [f.write for f in self._files]
         self._pack = _ENTRY.pack
         self._derived = DERIVED_ENTRY.pack
+        self._uid_base = hashlib.blake2b(digest_size=20)  # as UidDeriver hashes: namespace, NUL, content
+        self._uid_base.update(namespace.encode("utf-8") + b"\x00")
 
     def add_derived(self, digest: bytes, offset: int, row: int, line: int | None) -> None:
         """A row without ``uid``: ``digest`` is its derived uid's digest (at least 16 bytes)."""
         self.writes[digest[0] & (PARTITIONS - 1)](self._derived(digest[:20], offset, row, line or 0))
 
     def add_explicit(self, uid: str, content: bytes, offset: int, row: int, line: int | None) -> None:
-        """A row with an explicit ``uid``; ``content`` is its canonical JSON without the uid."""
-        key = hashlib.blake2b(uid.encode("utf-8"), digest_size=16, person=b"m3ter-uid").digest()
-        content_digest = hashlib.blake2b(content, digest_size=8).digest()
+        """A row with an explicit ``uid``; ``content`` is its canonical JSON without the uid.
+
+        An explicit uid shaped like a derived one (40 lowercase hex characters) is keyed like a
+        derived uid, with the content digest a derived row of that content would have, so that it
+        meets the row whose derived (or occurrence) uid it equals.
+        """
+        if len(uid) == 40 and _HEX40.fullmatch(uid):
+            key = bytes.fromhex(uid)[:16]
+            hasher = self._uid_base.copy()
+            hasher.update(content)
+            content_digest = hasher.digest()[16:20] + bytes(4)
+        else:
+            key = hashlib.blake2b(uid.encode("utf-8"), digest_size=16, person=b"m3ter-uid").digest()
+            content_digest = hashlib.blake2b(content, digest_size=8).digest()
         self.writes[key[0] & (PARTITIONS - 1)](
             self._pack(key, content_digest, offset, row | _EXPLICIT, line or 0)
         )
@@ -132,71 +151,151 @@ class RowLedger:
     def resolve(self, on_conflict: Callable[[Conflict], None]) -> Resolution:
         """Resolve every partition; the ledger files are removed, action files stay in the directory.
 
+        Two rounds. First, rows without ``uid`` that repeat each other get their final uids (the
+        first keeps its derived uid, the k-th repeat an occurrence uid, or is dropped with
+        ``deduplicate``); each occurrence uid is entered into the partition of that uid. Then every
+        final uid is checked across the rows that carry it: explicit uids equal to a derived or
+        occurrence uid, or to each other, are resolved (same content: one measurement; different
+        content: a row error for each explicit row).
+
         :param on_conflict: called for every row whose explicit uid repeats with different content.
         """
         self.close()
         result = Resolution()
+        incoming: dict[int, IO[bytes]] = {}
+        clean: list[bool] = []
         for index, path in enumerate(self._paths):
             blob = path.read_bytes()
-            path.unlink()
-            if not blob:
-                continue
-            heads = memoryview(blob).cast("Q")[0::_WORDS].tolist()
+            heads = memoryview(blob).cast("Q")[0::_WORDS].tolist() if blob else []
             if len(set(heads)) == len(heads):  # the common case: no repeats in this partition
+                clean.append(True)
                 continue
+            clean.append(False)
             repeated = {head for head, count in collections.Counter(heads).items() if count > 1}
             del heads
             actions = self.directory / f"actions-{index:02d}"
-            self._resolve_partition(blob, repeated, actions, result, on_conflict)
-            result.files.append(actions)
+            if self._assign_occurrences(blob, repeated, actions, result, incoming):
+                result.files.append(actions)
+            else:
+                actions.unlink()
+        for handle in incoming.values():
+            handle.close()
+        for index, path in enumerate(self._paths):
+            extra_path = self.directory / f"incoming-{index:02d}"
+            has_extra = index in incoming
+            if clean[index] and not has_extra:
+                path.unlink()
+                continue
+            blob = path.read_bytes() + (extra_path.read_bytes() if has_extra else b"")
+            path.unlink()
+            if has_extra:
+                extra_path.unlink()
+            heads = memoryview(blob).cast("Q")[0::_WORDS].tolist()
+            if len(set(heads)) == len(heads):
+                continue
+            repeated = {head for head, count in collections.Counter(heads).items() if count > 1}
+            del heads
+            actions = self.directory / f"uid-actions-{index:02d}"
+            if self._check_uids(blob, repeated, actions, result, on_conflict):
+                result.files.append(actions)
         return result
 
-    def _resolve_partition(
+    @staticmethod
+    def _entries(blob: bytes, repeated: set[int]) -> Iterator[tuple[bytes, bytes, int, int, int]]:
+        for entry in _ENTRY.iter_unpack(blob):
+            if int.from_bytes(entry[0][:8], "little") in repeated:
+                yield entry
+
+    def _assign_occurrences(
+        self,
+        blob: bytes,
+        repeated: set[int],
+        actions_path: Path,
+        result: Resolution,
+        incoming: dict[int, IO[bytes]],
+    ) -> bool:
+        """Round 1 for one partition: occurrence uids (or drops) for repeated rows without uid.
+
+        :return: whether any action was written.
+        """
+        counts: collections.Counter[bytes] = collections.Counter(
+            key for key, _c, _o, row, _l in self._entries(blob, repeated) if not row & _EXPLICIT
+        )
+        seen: dict[bytes, int] = {}
+        wrote = False
+        with open(actions_path, "wb", buffering=1 << 16) as out:
+            for key, content, offset, row, line in self._entries(blob, repeated):
+                if row & _EXPLICIT or counts[key] < 2:
+                    continue
+                occurrence = seen.get(key, 0)
+                seen[key] = occurrence + 1
+                if occurrence == 0:
+                    continue
+                result.identical += 1
+                wrote = True
+                if self.deduplicate:
+                    result.dropped += 1
+                    out.write(_ACTION.pack(offset, _DROP))
+                    continue
+                result.patched += 1
+                uid = occurrence_uid(key, occurrence)
+                out.write(_ACTION.pack(offset, uid.encode("ascii")))
+                # the repeat now carries that uid: enter it where that uid is checked (round 2)
+                new_key = bytes.fromhex(uid)[:16]
+                target = new_key[0] & (PARTITIONS - 1)
+                handle = incoming.get(target)
+                if handle is None:
+                    handle = incoming[target] = open(  # noqa: SIM115 - closed in resolve
+                        self.directory / f"incoming-{target:02d}", "ab", buffering=1 << 14
+                    )
+                handle.write(_ENTRY.pack(new_key, content, offset, row, line))
+        return wrote
+
+    def _check_uids(
         self,
         blob: bytes,
         repeated: set[int],
         actions_path: Path,
         result: Resolution,
         on_conflict: Callable[[Conflict], None],
-    ) -> None:
-        def entries() -> Iterator[tuple[bytes, bytes, int, int, int]]:
-            for entry in _ENTRY.iter_unpack(blob):
-                if int.from_bytes(entry[0][:8], "little") in repeated:
-                    yield entry
+    ) -> bool:
+        """Round 2 for one partition: rows with explicit uids that share their final uid with others.
 
-        # pass 1: per key, how many rows and whether rows of one explicit uid disagree on content
-        groups: dict[bytes, list[Any]] = {}  # key -> [rows, first content digest, conflict flag]
-        for key, content, _offset, _row, _line in entries():
+        :return: whether any action was written.
+        """
+        # per key: [rows, first content, conflict flag, rows without explicit uid]
+        groups: dict[bytes, list[Any]] = {}
+        for key, content, _offset, row, _line in self._entries(blob, repeated):
             group = groups.get(key)
             if group is None:
-                groups[key] = [1, content, 0]
-            else:
-                group[0] += 1
-                if content != group[1]:
-                    group[2] = 1
-        # pass 2, in spill (= source) order: the first row of a group stays as it is; each repeat
-        # gets an occurrence uid or is dropped
-        seen: dict[bytes, int] = {}
-        with open(actions_path, "wb", buffering=1 << 16) as out:
-            for key, _content, offset, row, line in entries():
-                rows, _first, conflict = groups[key]
-                if rows == 1:
-                    continue  # a 64-bit head shared with another key, not a repeat
-                explicit = bool(row & _EXPLICIT)
-                row &= ~_EXPLICIT
-                occurrence = seen.get(key, 0)
-                seen[key] = occurrence + 1
-                if explicit and conflict:
-                    result.conflict_rows += 1
-                    on_conflict(Conflict(offset, row, line or None, rows))
-                    out.write(_ACTION.pack(offset, _DROP))
-                    continue
-                if occurrence == 0:
-                    continue
-                result.identical += 1
-                if explicit or self.deduplicate:
-                    result.dropped += 1
-                    out.write(_ACTION.pack(offset, _DROP))
-                else:
-                    result.patched += 1
-                    out.write(_ACTION.pack(offset, occurrence_uid(key, occurrence).encode("ascii")))
+                group = groups[key] = [0, content, 0, 0]
+            group[0] += 1
+            if content != group[1]:
+                group[2] = 1
+            if not row & _EXPLICIT:
+                group[3] += 1
+        actions: list[tuple[int, bytes]] = []
+        kept: set[bytes] = set()
+        for key, _content, offset, row, line in self._entries(blob, repeated):
+            rows, _first, conflict, derived = groups[key]
+            if rows == 1 or not row & _EXPLICIT:
+                continue  # a 64-bit head shared with another key, or a row round 1 settled
+            row &= ~_EXPLICIT
+            if conflict:
+                result.conflict_rows += 1
+                on_conflict(Conflict(offset, row, line or None, rows))
+                actions.append((offset, _DROP))
+                continue
+            if not derived and key not in kept:
+                kept.add(key)  # the first row of an explicit uid with one content is sent
+                continue
+            result.identical += 1
+            result.dropped += 1
+            actions.append((offset, _DROP))
+        if not actions:
+            return False
+        actions.sort()
+        with open(actions_path, "wb") as out:
+            for offset, uid in actions:
+                out.write(_ACTION.pack(offset, uid))
+        return True

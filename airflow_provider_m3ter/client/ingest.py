@@ -335,8 +335,9 @@ class IngestRun:
         def conflict(found: Conflict) -> None:
             data = record_at(found.offset)
             reason = (
-                f"uid {data.get('uid')!r} is given to {found.rows} rows of this source with different "
-                "content; m3ter would keep one of them and drop the others"
+                f"uid {data.get('uid')!r} is carried by {found.rows} rows of this source (given, or "
+                "derived from a row's content) with different content; m3ter would keep one of them "
+                "and drop the others"
             )
             error = RowError(found.row, "uid", reason, source, found.line)
             self._reject(found.row, found.line, data, [error], source)

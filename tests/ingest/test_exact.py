@@ -103,7 +103,10 @@ def test_an_explicit_uid_repeated_with_other_content_is_a_row_error(m3ter_emulat
         run(client_factory(), IterableSource(data))
     assert m3ter_emulator.stats()["ingest_requests"] == 0
     assert sorted((e.row, e.field) for e in failed.value.errors) == [(1, "uid"), (3, "uid")]
-    assert "uid 'u-1' is given to 2 rows of this source with different content" in str(failed.value)
+    assert (
+        "uid 'u-1' is carried by 2 rows of this source (given, or derived from a row's content) "
+        "with different content" in str(failed.value)
+    )
 
     summary = run(client_factory(), IterableSource(data), on_invalid="skip", dead_letter_path=None)
     assert (summary.invalid, summary.identical, summary.deduplicated, summary.sent) == (2, 1, 1, 1)

@@ -18,6 +18,7 @@ from hypothesis import strategies as st
 
 from airflow_provider_m3ter.client.checkpoint import MemoryCheckpointStore
 from airflow_provider_m3ter.client.dead_letters import dead_letter
+from airflow_provider_m3ter.client.encoding import derive_uid
 from airflow_provider_m3ter.client.ingest import IngestRun
 from airflow_provider_m3ter.client.measurements import RowError, validate_measurement
 from airflow_provider_m3ter.operators import sources
@@ -398,3 +399,86 @@ def test_reordered_source_after_a_crash_warns_with_the_count(client_factory, m3t
     assert summary.sent == 10
     # same uids: m3ter holds each row once
     assert len(m3ter_emulator.measurements()) == 10
+
+
+# --- 4. an explicit uid equal to another row's derived or occurrence uid ------------------------
+
+ROW_A = {"meter": "m", "account": "a", "ts": "2024-05-01T00:00:00Z", "measure": {"x": 1}}
+
+
+def _ingest(client: Any, rows: list[dict[str, Any]], **kw: Any) -> Any:
+    return IngestRun(client, namespace="ns", on_invalid="skip", **kw).run_measurements(rows)
+
+
+@pytest.mark.parametrize("order", ["derived_first", "explicit_first"])
+def test_explicit_uid_equal_to_a_derived_uid_with_other_content_is_a_row_error(
+    client_factory, m3ter_emulator, order
+):
+    uid = derive_uid("ns", ROW_A)
+    correction = dict(ROW_A, uid=uid, measure={"x": 5})
+    rows = [ROW_A, correction] if order == "derived_first" else [correction, ROW_A]
+    summary = _ingest(client_factory(), rows)
+    stored = m3ter_emulator.measurements()
+    assert (summary.valid, summary.invalid, summary.sent) == (1, 1, 1)
+    assert [m["measure"] for m in stored] == [{"x": 1}]
+    assert summary.sent == len(stored)
+
+
+@pytest.mark.parametrize("order", ["derived_first", "explicit_first"])
+def test_explicit_uid_equal_to_a_derived_uid_with_the_same_content_is_one_measurement(
+    client_factory, m3ter_emulator, order
+):
+    exported = dict(ROW_A, uid=derive_uid("ns", ROW_A))
+    rows = [ROW_A, exported] if order == "derived_first" else [exported, ROW_A]
+    summary = _ingest(client_factory(), rows)
+    assert (summary.valid, summary.identical, summary.deduplicated, summary.sent) == (2, 1, 1, 1)
+    assert len(m3ter_emulator.measurements()) == 1
+
+
+@pytest.mark.parametrize("deduplicate", [False, True])
+def test_explicit_uid_equal_to_an_occurrence_uid(client_factory, m3ter_emulator, deduplicate):
+    other = {"uid": derive_uid("ns", ROW_A, 1), "meter": "m", "account": "z", "ts": "2024-06-01T00:00:00Z"}
+    summary = _ingest(client_factory(), [ROW_A, ROW_A, other], deduplicate=deduplicate)
+    stored = m3ter_emulator.measurements()
+    if deduplicate:  # the repeat is dropped, so the occurrence uid is nobody else's: all fine
+        assert (summary.invalid, summary.sent, len(stored)) == (0, 2, 2)
+    else:
+        assert (summary.invalid, summary.sent) == (1, 2)
+        assert sorted(m["account"] for m in stored) == ["a", "a"]
+    assert summary.valid - summary.deduplicated == len(stored)
+
+
+def test_explicit_copy_of_an_occurrence_is_the_same_measurement(client_factory, m3ter_emulator):
+    exported = dict(ROW_A, uid=derive_uid("ns", ROW_A, 1))
+    summary = _ingest(client_factory(), [exported, ROW_A, ROW_A])
+    assert (summary.invalid, summary.identical, summary.deduplicated, summary.sent) == (0, 2, 1, 2)
+    assert len(m3ter_emulator.measurements()) == 2
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    st.lists(
+        st.tuples(st.integers(0, 2), st.sampled_from(["none", "derived0", "derived1", "plain"])),
+        min_size=1,
+        max_size=8,
+    ),
+    st.booleans(),
+)
+def test_every_final_uid_is_unique_per_content(client_factory, m3ter_emulator, spec, deduplicate):
+    """Whatever explicit uids meet derived/occurrence uids, m3ter holds exactly what the summary says."""
+    m3ter_emulator.reset()
+    rows = []
+    for content, kind in spec:
+        row = dict(ROW_A, measure={"x": content})
+        if kind == "derived0":
+            row["uid"] = derive_uid("ns", ROW_A)
+        elif kind == "derived1":
+            row["uid"] = derive_uid("ns", ROW_A, 1)
+        elif kind == "plain":
+            row["uid"] = "u-1"
+        rows.append(row)
+    summary = _ingest(client_factory(), rows, deduplicate=deduplicate)
+    stored = m3ter_emulator.measurements()
+    assert summary.read == summary.valid + summary.invalid
+    assert summary.sent == summary.valid - summary.deduplicated == len(stored)
+    assert len({m["uid"] for m in stored}) == len(stored)
