@@ -195,6 +195,8 @@ with DAG(
         source_path=DATA_DIR + "/api-usage-{{ usage_day(dag_run) }}.jsonl.gz",
         # an external export may carry bad rows: send the good ones, keep the rest as dead letters
         on_invalid="skip",
+        # this demo's customers get their m3ter accounts on first use (pre-flight would refuse them)
+        unknown_accounts="allow",
     )
     ingest_data_transfer = M3terIngestMeasurementsOperator(
         task_id="ingest_data_transfer",
@@ -212,6 +214,7 @@ with DAG(
             "direction": "what.direction",
         },
         meter="data_transfer",
+        unknown_accounts="allow",
     )
     export_api_usage() >> ingest_api_usage
     prepare_usage_db() >> ingest_data_transfer

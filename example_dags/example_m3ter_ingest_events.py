@@ -106,7 +106,11 @@ with DAG(
         timeout=3600,
         deferrable=True,
     )
-    ingest = M3terIngestMeasurementsOperator(task_id="ingest_api_calls", measurements=api_usage())
+    ingest = M3terIngestMeasurementsOperator(
+        task_id="ingest_api_calls",
+        measurements=api_usage(),
+        unknown_accounts="allow",  # the demo's accounts are created by m3ter on first use
+    )
     check = M3terIngestEventsSensor(
         task_id="check_ingest_events",
         # the window starts when this run started, so earlier runs' failures are not counted again

@@ -92,7 +92,11 @@ def example_m3ter_meters() -> None:
         ts = dag_run.run_after.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
         return [{**measurement, "ts": ts} for measurement in USAGE]
 
-    ingest_usage = M3terIngestMeasurementsOperator(task_id="ingest_usage", measurements=run_usage())
+    ingest_usage = M3terIngestMeasurementsOperator(
+        task_id="ingest_usage",
+        measurements=run_usage(),
+        unknown_accounts="allow",  # the demo's accounts are created by m3ter on first use
+    )
 
     ensure_product() >> sync_meters >> ingest_usage
 

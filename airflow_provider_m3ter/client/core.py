@@ -190,6 +190,13 @@ class M3terClient:
         """
         return self._find_by_codes("meters", codes)
 
+    def find_accounts_by_codes(self, codes: Iterable[str]) -> dict[str, dict[str, Any]]:
+        """Accounts by code for the given codes; one list call per 100 codes. Missing codes are absent.
+
+        :param codes: Account codes (duplicates are looked up once).
+        """
+        return self._find_by_codes("accounts", codes)
+
     def find_meter_by_code(self, code: str) -> dict[str, Any] | None:
         """The Meter with this code, or ``None``.
 

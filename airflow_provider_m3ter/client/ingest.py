@@ -71,6 +71,7 @@ from airflow_provider_m3ter.client.measurements import (
     utc_key_to_iso,
     validate_measurement,
 )
+from airflow_provider_m3ter.client.run_totals import RunLedger, canonical_shape, shape_of
 
 __all__ = ["IngestRun", "number_rows"]
 
@@ -124,6 +125,8 @@ class IngestRun:
     :param logger: a logger with ``info``/``warning`` (default: ``airflow_provider_m3ter.ingest``).
     :param deduplicate: identical rows without ``uid`` are sent once (the repeats are counted in
         ``identical`` and ``deduplicated``) instead of each being its own measurement.
+    :param preflight: a :class:`~airflow_provider_m3ter.client.preflight.Preflight`: rows m3ter would
+        reject later are row errors before anything is sent (None: no pre-flight).
     """
 
     def __init__(
@@ -145,6 +148,7 @@ class IngestRun:
         now: Callable[[], datetime] = lambda: datetime.now(timezone.utc),
         logger: Any = None,
         deduplicate: bool = False,
+        preflight: Any = None,
     ) -> None:
         if on_invalid not in ("fail", "skip"):
             raise ValueError(f"on_invalid must be 'fail' or 'skip', got {on_invalid!r}")
@@ -170,6 +174,8 @@ class IngestRun:
         self.summary = IngestSummary()
         self._dead_letters: IO[str] | None = None
         self._earlier_other = 0  # measurements earlier tries acknowledged for other batch sequences
+        self.preflight = preflight
+        self.totals = RunLedger()
 
     # -- public ---------------------------------------------------------------------------------
 
@@ -188,12 +194,16 @@ class IngestRun:
         stats_before = self._client_stats()
         with tempfile.TemporaryDirectory(prefix="m3ter-ingest-", dir=self.spill_dir) as tmp:
             try:
+                self.totals = RunLedger(self.totals.max_groups)
                 ledger = RowLedger(Path(tmp), self.namespace, self.deduplicate)
                 try:
                     spill = self._prepare(rows, Path(tmp) / "batches.spill", source, ledger)
                 finally:
                     ledger.close()
+                if self.preflight is not None and not (self.summary.invalid and self.on_invalid == "fail"):
+                    spill, ledger = self._apply_preflight(spill, ledger, Path(tmp) / "checked", source)
                 spill = self._resolve(spill, ledger, source)
+                self.summary.totals = self.totals.totals()
             finally:
                 if self._dead_letters is not None:
                     self._dead_letters.close()
@@ -231,6 +241,7 @@ class IngestRun:
         add_explicit = ledger.add_explicit
         ledger_writes, ledger_mask, derived_entry = ledger.writes, PARTITIONS - 1, DERIVED_ENTRY.pack
         validate, quick_check = validate_measurement, certainly_valid
+        observe = self.totals.observe
         fingerprint = BatchFingerprint(*self.builder_args)
         if self.deduplicate:
             fingerprint.add(b"deduplicate")
@@ -287,6 +298,7 @@ class IngestRun:
                     hi = key
                 if key < cutoff:
                     old += 1
+                observe(item, row, line)
                 if (done := builder.add(record)) is not None:
                     write(done)
                     in_batch = 0
@@ -305,6 +317,53 @@ class IngestRun:
         summary.ts_min = utc_key_to_iso(lo) if valid else None
         summary.ts_max = utc_key_to_iso(hi) if valid else None
         return spill
+
+    def _apply_preflight(
+        self, spill: _Spill, ledger: RowLedger, directory: Path, source: str | None
+    ) -> tuple[_Spill, RowLedger]:
+        """Judge the prepared rows' shapes against m3ter's configuration; prepare again without the
+        rows it would reject (each becomes a row error). Nothing is re-read when all pass."""
+        first = self.totals
+        assert self.preflight is not None
+        verdicts = self.preflight.judge(shape for shape, _entry in first.raw_shapes())
+        if not verdicts:
+            return spill, ledger
+        for shape, problems in list(verdicts.items())[: self.max_errors_reported]:
+            self.log.warning(
+                "m3ter ingest pre-flight: rows for meter %r, account %r would be rejected by m3ter: %s",
+                shape[0],
+                shape[1],
+                "; ".join(f"{name}: {reason}" for name, reason in problems),
+            )
+        read = self.summary.read
+
+        def again() -> Iterator[tuple[int, int | None, Any]]:
+            index = 0
+            with open(spill.path, "rb") as prepared:
+                for offset, size, _count in spill.batches:
+                    for record in os.pread(prepared.fileno(), size, offset).split(b"\n"):
+                        item = json.loads(record)
+                        row, line, explicit = first.position(index)
+                        index += 1
+                        if not explicit:
+                            del item["uid"]  # derived again, the same way, by the second preparation
+                        problems = verdicts.get(canonical_shape(shape_of(item)))
+                        if problems:
+                            errors = [RowError(row, name, reason, source, line) for name, reason in problems]
+                            self._reject(row, line, item, errors, source)
+                            continue
+                        yield row, line, item
+
+        directory.mkdir()
+        self.totals = RunLedger(first.max_groups)
+        checked = RowLedger(directory, self.namespace, self.deduplicate)
+        try:
+            prepared = self._prepare(again(), directory / "batches.spill", source, checked)
+        finally:
+            checked.close()
+        self.summary.read = read
+        spill.path.unlink()
+        return prepared, checked
 
     def _log_prepared(self, source: str | None, spill: _Spill) -> None:
         summary = self.summary

@@ -63,6 +63,9 @@ class IngestSummary:
         acknowledge for a *different* batch sequence (the source changed, or yielded its rows in
         another order), or None. m3ter holds those too: rows this source still has were sent again
         with the same uids (m3ter de-duplicates them); rows the source no longer has stay in m3ter.
+    :param totals: what the run sends, ``{meter: {account: {"measurements": n, "measure.<field>":
+        [sum, count], ...}}}`` (numeric fields only; None when there were too many meter/account
+        pairs to keep it compact); reconciliation compares it with m3ter's usage query.
     """
 
     read: int = 0
@@ -86,6 +89,7 @@ class IngestSummary:
     resumed_from: dict[str, int] | None = None
     fingerprint: str = ""
     earlier_other_source: dict[str, int] | None = None
+    totals: dict[str, Any] | None = None
 
     def as_dict(self) -> dict[str, Any]:
         """A JSON-ready dict of the summary."""

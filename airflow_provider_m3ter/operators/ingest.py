@@ -19,6 +19,7 @@ from airflow.sdk import BaseOperator
 
 from airflow_provider_m3ter.client.ingest import IngestRun
 from airflow_provider_m3ter.client.ingest_progress import InvalidMeasurementsError
+from airflow_provider_m3ter.client.preflight import Preflight
 from airflow_provider_m3ter.compat import AirflowFailException
 from airflow_provider_m3ter.hooks.pool_pacing import pool_share
 from airflow_provider_m3ter.links import M3terConsoleLink, link_task_to_console
@@ -159,6 +160,13 @@ class M3terIngestMeasurementsOperator(IntervalTemplatesGuard, BaseOperator):
         measurements, each stored with its own stable uid (counted in the summary's ``identical``).
         ``True``: the source repeats itself, send each distinct row once (the repeats are counted in
         ``identical`` and ``deduplicated``).
+    :param preflight: before sending, look up the meters and accounts the rows use (one Config
+        list call per 100 codes) and treat rows m3ter would reject later (unknown meter, a field
+        the meter lacks or has in another category, a derived field sent, a required numeric
+        field missing) as invalid rows, following ``on_invalid``. ``False`` turns it off.
+    :param unknown_accounts: with ``preflight``: ``"fail"`` (default) makes a row whose account
+        code m3ter does not know invalid (m3ter would silently create a new account);
+        ``"allow"`` lets m3ter create it.
     :param kwargs: passed to ``BaseOperator`` (``retries``, ``retry_delay``, ``retry_policy``, ``pool`` ...).
     """
 
@@ -202,6 +210,8 @@ class M3terIngestMeasurementsOperator(IntervalTemplatesGuard, BaseOperator):
         spill_dir: str | None = None,
         pool_slots_total: int | None = None,
         deduplicate: bool = False,
+        preflight: bool = True,
+        unknown_accounts: str = "fail",
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
@@ -228,6 +238,8 @@ class M3terIngestMeasurementsOperator(IntervalTemplatesGuard, BaseOperator):
             or not 1 <= max_in_flight <= 16
         ):
             raise ValueError(f"{where}: max_in_flight must be an integer from 1 to 16, got {max_in_flight!r}")
+        if unknown_accounts not in ("fail", "allow"):
+            raise ValueError(f"{where}: unknown_accounts must be 'fail' or 'allow', got {unknown_accounts!r}")
         if not isinstance(fetch_size, int) or fetch_size < 1:
             raise ValueError(f"{where}: fetch_size must be a positive integer, got {fetch_size!r}")
         if not isinstance(deduplicate, bool):
@@ -263,6 +275,8 @@ class M3terIngestMeasurementsOperator(IntervalTemplatesGuard, BaseOperator):
         self.progress_interval = progress_interval
         self.spill_dir = spill_dir
         self.deduplicate = deduplicate
+        self.preflight = bool(preflight)
+        self.unknown_accounts = unknown_accounts
 
     # -- pieces -------------------------------------------------------------------------------------
 
@@ -343,6 +357,7 @@ class M3terIngestMeasurementsOperator(IntervalTemplatesGuard, BaseOperator):
             rerun=try_number > 1,
             logger=self.log,
             deduplicate=self.deduplicate,
+            preflight=Preflight(client, unknown_accounts=self.unknown_accounts) if self.preflight else None,  # type: ignore[arg-type]
         )
         try:
             with hook.translate_errors():

@@ -19,6 +19,7 @@ from airflow_provider_m3ter.compat import TASK_STATE_STORE_SUPPORTED
 from tests import airflow_db
 from tests.dagrun import REPO
 from tests.ingest.conftest import usage
+from tests.preflight.conftest import create_example_meters
 from tests.supervised import supervised_command
 
 pytestmark = pytest.mark.dags
@@ -51,6 +52,7 @@ def stored(emulator: Any) -> dict[str, dict]:
 
 
 def test_example_dag_ingests_the_data_interval_exactly(m3ter_emulator, airflow_env, tmp_path) -> None:
+    create_example_meters(m3ter_emulator)  # pre-flight (on by default) checks rows against them
     db = tmp_path / "usage.db"
     env = {
         **m3ter_emulator.airflow_env(),

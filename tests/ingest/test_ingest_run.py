@@ -67,6 +67,7 @@ def test_measurements_are_stored_exactly_with_derived_uids(m3ter_emulator, clien
         "resumed_from": None,
         "fingerprint": "",
         "earlier_other_source": None,
+        "totals": summary.totals,  # checked against the data in tests/preflight
     }
     assert summary.bytes > 2500 * 100
     # the same content sent again gets the same uids: nothing new is stored

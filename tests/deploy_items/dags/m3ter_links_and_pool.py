@@ -30,6 +30,7 @@ with DAG(
             }
         ],
         pool="m3ter_ingest",
+        unknown_accounts="allow",  # the account is created by m3ter on first use
         pool_slots_total=4,
     )
     sync >> ingest

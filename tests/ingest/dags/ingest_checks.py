@@ -38,7 +38,8 @@ with DAG(
     schedule=None,
     start_date=datetime(2024, 1, 1),
     catchup=False,
-    default_args={"retries": 2, "retry_delay": timedelta(seconds=1)},
+    # these tasks test sources and error handling, not pre-flight (tests/preflight covers it)
+    default_args={"retries": 2, "retry_delay": timedelta(seconds=1), "preflight": False},
 ):
     M3terIngestMeasurementsOperator(task_id="ingest_from_xcom", measurements=make_usage())
     M3terIngestMeasurementsOperator(

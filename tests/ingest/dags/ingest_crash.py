@@ -50,7 +50,7 @@ with DAG(
     schedule=None,
     start_date=datetime(2024, 1, 1),
     catchup=False,
-    default_args={"retries": 2, "retry_delay": timedelta(seconds=1)},
+    default_args={"retries": 2, "retry_delay": timedelta(seconds=1), "preflight": False},
 ):
     CrashingIngestOperator(
         task_id="ingest",
