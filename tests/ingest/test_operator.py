@@ -26,6 +26,7 @@ M = {"meter": "m", "account": "a", "ts": "2024-05-01T00:00:00Z"}
         ({"measurements": [M], "max_in_flight": 0}, "max_in_flight must be an integer from 1 to 16, got 0"),
         ({"measurements": [M], "max_in_flight": 17}, "max_in_flight must be an integer from 1 to 16"),
         ({"measurements": [M], "fetch_size": 0}, "fetch_size must be a positive integer"),
+        ({"measurements": [M], "deduplicate": "yes"}, "deduplicate must be True or False, got 'yes'"),
         (
             {"source_path": "x.csv", "mapping": {"cust": "acount"}},
             "mapping for column 'cust': unknown mapping target 'acount'",
