@@ -16,10 +16,11 @@ digest). After the source is read, each partition is resolved on its own:
   counted as identical); the same uid with different content is ambiguous (m3ter would keep one
   and drop the others): every row that *gave* that uid explicitly is a row error.
 
-Memory: a partition's entries are resolved at once, about 80 bytes per entry, so the peak is about
-``80 * rows / PARTITIONS`` bytes (1.25 bytes per source row; 12 MB for 10,000,000 rows) plus a
-dict entry per *distinct repeated* key in the partition (and the entries of rows given an
-occurrence uid, re-entered under that uid). Disk: 48 bytes per valid row.
+Memory: a partition is read in chunks; what stays in memory is a counter of its distinct 64-bit
+key heads (about 100 bytes each, so about ``100 * distinct rows / PARTITIONS`` bytes: 1.6 MB per
+million distinct rows) and, for the partitions with repeats, a small entry per distinct repeated
+key (round 2 also keeps its drop actions in a list). A source of one row repeated a million times
+needs one counter entry. Disk: 48 bytes per valid row (and per occurrence uid, re-entered).
 """
 
 from __future__ import annotations
@@ -95,8 +96,28 @@ class Resolution:
 
 def _read_actions(path: Path) -> Iterator[tuple[int, bytes]]:
     with open(path, "rb") as handle:
-        while chunk := handle.read(_ACTION.size * 4096):
+        while chunk := handle.read(_ACTION.size * 256):  # 64 files merged at once: small chunks
             yield from _ACTION.iter_unpack(chunk)
+
+
+def _chunks(paths: list[Path]) -> Iterator[bytes]:
+    """Ledger files in chunks of whole entries (about 3 MB each)."""
+    for path in paths:
+        with open(path, "rb") as handle:
+            while chunk := handle.read(_ENTRY.size * 65536):
+                yield chunk
+
+
+def _repeated_heads(paths: list[Path]) -> set[int]:
+    """The 64-bit key heads that occur more than once in these ledger files.
+
+    Counted chunk by chunk, so memory follows the distinct heads, not the entries (a source of one
+    row repeated a million times needs one counter entry).
+    """
+    counts: collections.Counter[int] = collections.Counter()
+    for chunk in _chunks(paths):
+        counts.update(memoryview(chunk).cast("Q")[0::_WORDS].tolist())
+    return {head for head, count in counts.items() if count > 1}
 
 
 class RowLedger:
@@ -165,16 +186,13 @@ class RowLedger:
         incoming: dict[int, IO[bytes]] = {}
         clean: list[bool] = []
         for index, path in enumerate(self._paths):
-            blob = path.read_bytes()
-            heads = memoryview(blob).cast("Q")[0::_WORDS].tolist() if blob else []
-            if len(set(heads)) == len(heads):  # the common case: no repeats in this partition
+            repeated = _repeated_heads([path])
+            if not repeated:  # the common case: no repeats in this partition
                 clean.append(True)
                 continue
             clean.append(False)
-            repeated = {head for head, count in collections.Counter(heads).items() if count > 1}
-            del heads
             actions = self.directory / f"actions-{index:02d}"
-            if self._assign_occurrences(blob, repeated, actions, result, incoming):
+            if self._assign_occurrences([path], repeated, actions, result, incoming):
                 result.files.append(actions)
             else:
                 actions.unlink()
@@ -186,29 +204,26 @@ class RowLedger:
             if clean[index] and not has_extra:
                 path.unlink()
                 continue
-            blob = path.read_bytes() + (extra_path.read_bytes() if has_extra else b"")
-            path.unlink()
-            if has_extra:
-                extra_path.unlink()
-            heads = memoryview(blob).cast("Q")[0::_WORDS].tolist()
-            if len(set(heads)) == len(heads):
-                continue
-            repeated = {head for head, count in collections.Counter(heads).items() if count > 1}
-            del heads
-            actions = self.directory / f"uid-actions-{index:02d}"
-            if self._check_uids(blob, repeated, actions, result, on_conflict):
-                result.files.append(actions)
+            paths = [path, extra_path] if has_extra else [path]
+            repeated = _repeated_heads(paths)
+            if repeated:
+                actions = self.directory / f"uid-actions-{index:02d}"
+                if self._check_uids(paths, repeated, actions, result, on_conflict):
+                    result.files.append(actions)
+            for done in paths:
+                done.unlink()
         return result
 
     @staticmethod
-    def _entries(blob: bytes, repeated: set[int]) -> Iterator[tuple[bytes, bytes, int, int, int]]:
-        for entry in _ENTRY.iter_unpack(blob):
-            if int.from_bytes(entry[0][:8], "little") in repeated:
-                yield entry
+    def _entries(paths: list[Path], repeated: set[int]) -> Iterator[tuple[bytes, bytes, int, int, int]]:
+        for chunk in _chunks(paths):
+            for entry in _ENTRY.iter_unpack(chunk):
+                if int.from_bytes(entry[0][:8], "little") in repeated:
+                    yield entry
 
     def _assign_occurrences(
         self,
-        blob: bytes,
+        paths: list[Path],
         repeated: set[int],
         actions_path: Path,
         result: Resolution,
@@ -219,12 +234,12 @@ class RowLedger:
         :return: whether any action was written.
         """
         counts: collections.Counter[bytes] = collections.Counter(
-            key for key, _c, _o, row, _l in self._entries(blob, repeated) if not row & _EXPLICIT
+            key for key, _c, _o, row, _l in self._entries(paths, repeated) if not row & _EXPLICIT
         )
         seen: dict[bytes, int] = {}
         wrote = False
         with open(actions_path, "wb", buffering=1 << 16) as out:
-            for key, content, offset, row, line in self._entries(blob, repeated):
+            for key, content, offset, row, line in self._entries(paths, repeated):
                 if row & _EXPLICIT or counts[key] < 2:
                     continue
                 occurrence = seen.get(key, 0)
@@ -253,7 +268,7 @@ class RowLedger:
 
     def _check_uids(
         self,
-        blob: bytes,
+        paths: list[Path],
         repeated: set[int],
         actions_path: Path,
         result: Resolution,
@@ -265,7 +280,7 @@ class RowLedger:
         """
         # per key: [rows, first content, conflict flag, rows without explicit uid]
         groups: dict[bytes, list[Any]] = {}
-        for key, content, _offset, row, _line in self._entries(blob, repeated):
+        for key, content, _offset, row, _line in self._entries(paths, repeated):
             group = groups.get(key)
             if group is None:
                 group = groups[key] = [0, content, 0, 0]
@@ -276,7 +291,7 @@ class RowLedger:
                 group[3] += 1
         actions: list[tuple[int, bytes]] = []
         kept: set[bytes] = set()
-        for key, _content, offset, row, line in self._entries(blob, repeated):
+        for key, _content, offset, row, line in self._entries(paths, repeated):
             rows, _first, conflict, derived = groups[key]
             if rows == 1 or not row & _EXPLICIT:
                 continue  # a 64-bit head shared with another key, or a row round 1 settled
