@@ -107,7 +107,8 @@ class MeasurementUpload:
             if isinstance(item, RowError):
                 problems = [FieldProblem(item.field, item.reason)]
             elif self.validate or not isinstance(item, dict):
-                problems = validate_measurement(item)
+                # file uploads keep the best-effort look-alike checks for non-ASCII codes
+                problems = validate_measurement(item, unicode_codes=True)
             else:
                 problems = []
             if problems:

@@ -127,6 +127,9 @@ class IngestRun:
         ``identical`` and ``deduplicated``) instead of each being its own measurement.
     :param preflight: a :class:`~airflow_provider_m3ter.client.preflight.Preflight`: rows m3ter would
         reject later are row errors before anything is sent (None: no pre-flight).
+    :param unicode_codes: accept ``meter``/``account`` codes beyond printable ASCII, under
+        best-effort look-alike checks (default: ASCII only, which guarantees that no two codes look
+        alike; see :func:`~airflow_provider_m3ter.client.measurements.validate_measurement`).
     """
 
     def __init__(
@@ -149,6 +152,7 @@ class IngestRun:
         logger: Any = None,
         deduplicate: bool = False,
         preflight: Any = None,
+        unicode_codes: bool = False,
     ) -> None:
         if on_invalid not in ("fail", "skip"):
             raise ValueError(f"on_invalid must be 'fail' or 'skip', got {on_invalid!r}")
@@ -170,6 +174,7 @@ class IngestRun:
         self._now = now
         self.log = logger or log
         self.deduplicate = bool(deduplicate)
+        self.unicode_codes = bool(unicode_codes)
         self.errors: list[RowError] = []
         self.summary = IngestSummary()
         self._dead_letters: IO[str] | None = None
@@ -242,6 +247,7 @@ class IngestRun:
         ledger_writes, ledger_mask, derived_entry = ledger.writes, PARTITIONS - 1, DERIVED_ENTRY.pack
         validate, quick_check = validate_measurement, certainly_valid
         observe = self.totals.observe
+        unicode_codes = self.unicode_codes
         fingerprint = BatchFingerprint(*self.builder_args)
         if self.deduplicate:
             fingerprint.add(b"deduplicate")
@@ -269,12 +275,12 @@ class IngestRun:
                     next_report = self._clock() + self.progress_interval
                     self.log.info("m3ter ingest: read %d rows, %d invalid so far", read, summary.invalid)
                 # the quick check settles the common case; the full one names the problems
-                if type(item) is dict and quick_check(item):
+                if type(item) is dict and quick_check(item, unicode_codes):
                     pass
                 elif isinstance(item, RowError):
                     self._reject(row, line, item.data, [item], source)
                     continue
-                elif problems := validate(item):
+                elif problems := validate(item, unicode_codes):
                     errors = [RowError(row, p.field, p.reason, source, line) for p in problems]
                     self._reject(row, line, item, errors, source)
                     continue

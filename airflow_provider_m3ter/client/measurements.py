@@ -4,9 +4,11 @@ Plain Python, no Airflow. The rules follow m3ter's Ingest API (``POST /measureme
 
 * ``meter``, ``account`` and ``ts`` are required; ``uid`` and ``ets`` are optional.
 * ``meter`` and ``account`` are codes: 1-80 characters, no control characters, no leading or
-  trailing whitespace (m3ter's rule). On top of it this client refuses (never rewrites) any code
-  that could be an invisible or visual twin of another code, because m3ter silently creates an
-  unknown account: see :func:`code_twin_problem`.
+  trailing whitespace (m3ter's rule). On top of it, because m3ter silently creates an unknown
+  account, this client refuses (never rewrites) codes that could be twins of others: by default a
+  code must be printable ASCII (U+0021-U+007E, with U+0020 spaces only inside), which has no
+  invisible characters and no look-alike letters; with ``unicode_codes=True`` other characters are
+  accepted under the best-effort checks of :func:`code_twin_problem`.
 * ``uid`` is a string of 1-50 characters; m3ter de-duplicates on it for 35 days.
 * ``ts`` and ``ets`` are ISO-8601 date-times with a UTC offset, like ``2024-05-01T12:00:00Z``.
 * ``who``, ``where``, ``what``, ``other`` and ``metadata`` map data-field codes to strings
@@ -154,11 +156,42 @@ _LATIN_LOOKALIKES = frozenset(
     "\u051b\u051d\u04af\u04bb\u04cf\u0410\u0412\u0415\u041a\u041c\u041d\u041e\u0420\u0421\u0422\u0423"
     "\u0425\u0405\u0406\u0408\u04ae\u04ba\u04c0\u051a\u051c\u0391\u0392\u0395\u0396\u0397\u0399\u039a"
     "\u039c\u039d\u039f\u03a1\u03a4\u03a5\u03a7\u03bf\u03bd\u03b9\u03b1\u03c1\u03ba\u03c5"
+    # izhitsa (v), omega (w), palochka, qa, we, shha, dze, komi de, the lunate sigmas (c, C)
+    "\u0474\u0475\u0460\u0461\u04c0\u051a\u051b\u051c\u051d\u04ba\u04bb\u0405\u0455\u0500\u0501"
+    "\u03f2\u03f9\u03f3\u037f\u0397\u03b7\u03c4\u03b3"
 )
 
 
 def _ignorable(code_point: int) -> bool:
     return any(low <= code_point <= high for low, high in _IGNORABLE_RANGES)
+
+
+# Symbols that render as blank or as nothing recognisable although they are not "invisible" by
+# category: Braille pattern blank, object replacement, musical null notehead, Khitan/Tangut fillers.
+_BLANK_SYMBOLS = frozenset("\u2800\ufffc\ufffd\U0001d159\U00016fe4")
+# Latin letters that are phonetic or small-capital look-alikes of ordinary Latin letters: IPA
+# Extensions, Spacing Modifier Letters, Phonetic Extensions (+ Supplement), Latin Extended-E/F/G,
+# and the click letters that look like | and ! (U+01C0-U+01C3).
+_PHONETIC_RANGES = (
+    (0x01C0, 0x01C3), (0x0250, 0x02FF), (0x1D00, 0x1DBF), (0xA720, 0xA7FF), (0xAB30, 0xAB6F),
+    (0x10780, 0x107BF), (0x1DF00, 0x1DFFF),
+)  # fmt: skip
+# Scripts with letters that look like Latin ones (and are refused in codes outright; Cyrillic and
+# Greek are judged letter by letter below): Unicode TS #39 confusables hold many of these letters.
+_LOOKALIKE_SCRIPTS = frozenset(
+    {
+        "ARMENIAN", "BAMUM", "CANADIAN", "CARIAN", "CHEROKEE", "COPTIC", "DESERET", "GOTHIC", "LISU",
+        "LYCIAN", "NKO", "OL", "OLD", "OSAGE", "RUNIC", "TIFINAGH", "VAI", "WARANG", "MRO", "ADLAM",
+    }
+)  # fmt: skip
+# Katakana letters that look like Han ideographs (and the reverse): エ/工, カ/力, ロ/口, ニ/二, ハ/八,
+# ト/卜, タ/夕, ー/一, ヘ/へ.
+_KATAKANA_HAN_TWINS = frozenset("\u30a8\u30ab\u30ed\u30cb\u30cf\u30c8\u30bf\u30fc\u30d8")
+_HAN_KATAKANA_TWINS = frozenset("\u5de5\u529b\u53e3\u4e8c\u516b\u535c\u5915\u4e00")
+
+
+def _phonetic(code_point: int) -> bool:
+    return any(low <= code_point <= high for low, high in _PHONETIC_RANGES)
 
 
 def code_twin_problem(value: str, what: str) -> str | None:
@@ -174,7 +207,16 @@ def code_twin_problem(value: str, what: str) -> str | None:
     * one script: letters of several scripts (Latin ``acme`` with a Cyrillic ``a``) are refused,
       except Latin with Han/Hiragana/Katakana, Han/Bopomofo or Han/Hangul;
     * no whole-script twins: a code whose letters are all Cyrillic or Greek look-alikes of Latin
-      letters (``ace`` written in Cyrillic) is refused.
+      letters (``ace`` written in Cyrillic) is refused;
+    * no blank-rendering symbols (Braille pattern blank, object replacement), no combining marks
+      next to Latin or ASCII letters (``acme`` + U+0331), no Latin phonetic or small-capital
+      letters (a Latin alpha U+0251 for ``a``, small capitals U+1D00..., clicks), no letters of
+      scripts that hold Latin look-alikes (Armenian, Cherokee, Coptic, Lisu, Canadian syllabics,
+      Tifinagh, Runic, Osage, Vai, ...), and no Katakana letter that looks like a Han ideograph
+      next to Han (Katakana E U+30A8 for the Han U+5DE5) or the reverse.
+
+    This is best effort (the complete list of look-alikes is Unicode's confusables data, which this
+    package does not ship): only the ASCII-only default guarantees that no two codes look alike.
 
     :param value: a code (already checked to be a non-empty string).
     :param what: the field name for the message (``meter``, ``account``).
@@ -183,26 +225,53 @@ def code_twin_problem(value: str, what: str) -> str | None:
         return None
     scripts: set[str] = set()
     lookalikes_only = True
+    marked_latin = False
+    previous = ""
     for position, char in enumerate(value, start=1):
         code_point = ord(char)
         category = unicodedata.category(char)
+        name = unicodedata.name(char, f"U+{code_point:04X}")
         if (
             category in _REFUSED_CATEGORIES
             or (category == "Zs" and char != " ")
             or (code_point > 0x7F and _ignorable(code_point))
+            or char in _BLANK_SYMBOLS
         ):
-            name = unicodedata.name(char, f"U+{code_point:04X}")
             return f"{what} contains an invisible or non-printing character ({name} at position {position})"
+        if _phonetic(code_point):
+            return (
+                f"{what} {value!r} contains a Latin phonetic or small-capital letter that looks like an "
+                f"ordinary one ({name} at position {position})"
+            )
+        if (
+            category[0] == "M"
+            and previous
+            and (previous.isascii() or unicodedata.name(previous, "").startswith("LATIN"))
+        ):
+            marked_latin = True
+        previous = char if category[0] != "M" else previous
         if category[0] == "L":
-            scripts.add(unicodedata.name(char, "UNKNOWN").split(" ", 1)[0])
+            script = name.split(" ", 1)[0]
+            if script in _LOOKALIKE_SCRIPTS:
+                return (
+                    f"{what} {value!r} contains a letter of a script with Latin look-alikes ({name} at "
+                    f"position {position})"
+                )
+            scripts.add(script)
             if char not in _LATIN_LOOKALIKES:
                 lookalikes_only = False
+    if "CJK" in scripts and any(char in _KATAKANA_HAN_TWINS for char in value):
+        return f"{what} {value!r} mixes Han with a Katakana letter that looks like a Han ideograph"
+    if "KATAKANA" in scripts and any(char in _HAN_KATAKANA_TWINS for char in value):
+        return f"{what} {value!r} mixes Katakana with a Han ideograph that looks like a Katakana letter"
     if unicodedata.normalize("NFKC", value) != value:
         return (
             f"{what} {value!r} changes under Unicode NFKC normalization (fullwidth or compatibility "
             "characters, or a decomposed accent); write it as "
             f"{unicodedata.normalize('NFKC', value)!r} if that is the code"
         )
+    if marked_latin:
+        return f"{what} {value!r} puts a combining mark on a Latin letter or digit"
     if len(scripts) > 1 and not any(scripts <= allowed for allowed in _SCRIPT_SETS):
         return f"{what} {value!r} mixes letters of several scripts ({', '.join(sorted(scripts))})"
     if scripts and scripts <= {"CYRILLIC", "GREEK"} and lookalikes_only:
@@ -211,20 +280,22 @@ def code_twin_problem(value: str, what: str) -> str | None:
     return None
 
 
-# Codes repeat across rows (a handful of meters and accounts), so remember the ones already checked.
+# Codes repeat across rows (a handful of meters and accounts), so remember the ones already checked:
+# ASCII codes valid under either policy, and non-ASCII codes valid with ``unicode_codes=True``.
 _checked_codes: set[str] = set()
+_checked_unicode_codes: set[str] = set()
 _checked_field_codes: set[str] = set()
 _CACHE_LIMIT = 200_000
 _FIELD_CODE_EXTRA = frozenset("_$0123456789")
 
 
-def _code_problem(value: Any, what: str) -> str | None:
+def _code_problem(value: Any, what: str, unicode_codes: bool = False) -> str | None:
     """Why ``value`` is not a valid meter/account code, or None when it is."""
     if type(value) is not str:  # exactly: a NotANumber (a number's text) is no code
         if type(value) is NotANumber:
             return f"{what} must be a string, got the number {str(value)[:40]} ({value.reason})"
         return f"{what} must be a string, got {_type_name(value)}"
-    if value in _checked_codes:
+    if value in _checked_codes or (unicode_codes and value in _checked_unicode_codes):
         return None
     if not value:
         return f"{what} must not be empty"
@@ -237,8 +308,21 @@ def _code_problem(value: Any, what: str) -> str | None:
                 return f"{what} contains a control character ({char!r} at position {position + 1})"
         if value[0].isspace() or value[-1].isspace():
             return f"{what} must not start or end with whitespace"
-    if not value.isascii() and (reason := code_twin_problem(value, what)):
-        return reason
+    if not value.isascii():
+        if not unicode_codes:
+            position, char = next((i, c) for i, c in enumerate(value, start=1) if not c.isascii())
+            name = unicodedata.name(char, f"U+{ord(char):04X}")
+            return (
+                f"{what} {value!r} is not printable ASCII ({name} at position {position}); codes are "
+                "ASCII by default so that no two look alike (pass unicode_codes=True to accept other "
+                "characters under best-effort look-alike checks)"
+            )
+        if reason := code_twin_problem(value, what):
+            return reason
+        if len(_checked_unicode_codes) >= _CACHE_LIMIT:
+            _checked_unicode_codes.clear()
+        _checked_unicode_codes.add(value)
+        return None
     if len(_checked_codes) >= _CACHE_LIMIT:
         _checked_codes.clear()
     _checked_codes.add(value)
@@ -442,13 +526,14 @@ def _layout_checks(keys: tuple[str, ...]) -> tuple[tuple[str, int], ...] | None:
     return checks
 
 
-def certainly_valid(m: dict[str, Any]) -> bool:
+def certainly_valid(m: dict[str, Any], unicode_codes: bool = False) -> bool:
     """A quick check that is True only for valid measurements; False means "run the full check".
 
     Cheap enough for every row of a large load: :func:`validate_measurement` runs it first and only
     looks closer (to name the problems) when it says False.
 
     :param m: a measurement dict.
+    :param unicode_codes: accept non-ASCII meter/account codes (see :func:`validate_measurement`).
     """
     keys = tuple(m)
     checks = _layouts.get(keys, _UNSEEN)
@@ -458,7 +543,11 @@ def certainly_valid(m: dict[str, Any]) -> bool:
         return False
     try:
         if m["meter"] not in _checked_codes or m["account"] not in _checked_codes:
-            return False
+            if not unicode_codes:
+                return False
+            for code in (m["meter"], m["account"]):
+                if code not in _checked_codes and code not in _checked_unicode_codes:
+                    return False
     except TypeError:  # an unhashable meter/account value
         return False
     if not _fast_timestamp(m["ts"]):
@@ -499,15 +588,18 @@ def certainly_valid(m: dict[str, Any]) -> bool:
     return True
 
 
-def validate_measurement(m: Any) -> list[FieldProblem]:
+def validate_measurement(m: Any, unicode_codes: bool = False) -> list[FieldProblem]:
     """Check one measurement against m3ter's ingest rules (see the module docstring).
 
     :param m: the measurement, as a dict of JSON values.
+    :param unicode_codes: accept ``meter``/``account`` codes beyond printable ASCII, under the
+        best-effort look-alike checks of :func:`code_twin_problem` (default: ASCII only, which
+        guarantees that no two codes look alike).
     :return: every problem found (empty when the measurement is valid).
     """
     if type(m) is not dict:
         return [FieldProblem("", f"a measurement must be an object, got {_type_name(m)}")]
-    if certainly_valid(m):
+    if certainly_valid(m, unicode_codes):
         return []
     problems: list[FieldProblem] = []
     if not m.keys() <= TOP_LEVEL_FIELDS:
@@ -518,7 +610,7 @@ def validate_measurement(m: Any) -> list[FieldProblem]:
             problems.append(FieldProblem(required, "is required"))
     for key, value in m.items():
         if key == "meter" or key == "account":
-            if reason := _code_problem(value, key):
+            if reason := _code_problem(value, key, unicode_codes):
                 problems.append(FieldProblem(key, reason))
         elif key == "ts" or key == "ets":
             if reason := _timestamp_problem(value, key):

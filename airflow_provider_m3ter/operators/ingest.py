@@ -167,6 +167,10 @@ class M3terIngestMeasurementsOperator(IntervalTemplatesGuard, BaseOperator):
     :param unknown_accounts: with ``preflight``: ``"fail"`` (default) makes a row whose account
         code m3ter does not know invalid (m3ter would silently create a new account);
         ``"allow"`` lets m3ter create it.
+    :param unicode_codes: ``False`` (default): ``meter`` and ``account`` codes must be printable
+        ASCII, which guarantees that no two codes look alike (m3ter creates unknown accounts
+        silently). ``True``: other characters are accepted under best-effort look-alike checks
+        (see the README's "Validation").
     :param kwargs: passed to ``BaseOperator`` (``retries``, ``retry_delay``, ``retry_policy``, ``pool`` ...).
     """
 
@@ -212,6 +216,7 @@ class M3terIngestMeasurementsOperator(IntervalTemplatesGuard, BaseOperator):
         deduplicate: bool = False,
         preflight: bool = True,
         unknown_accounts: str = "fail",
+        unicode_codes: bool = False,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
@@ -244,6 +249,8 @@ class M3terIngestMeasurementsOperator(IntervalTemplatesGuard, BaseOperator):
             raise ValueError(f"{where}: fetch_size must be a positive integer, got {fetch_size!r}")
         if not isinstance(deduplicate, bool):
             raise ValueError(f"{where}: deduplicate must be True or False, got {deduplicate!r}")
+        if not isinstance(unicode_codes, bool):
+            raise ValueError(f"{where}: unicode_codes must be True or False, got {unicode_codes!r}")
         if mapping is not None and not isinstance(mapping, Mapping):
             raise ValueError(f"{where}: mapping must be a dict of column -> target")
         try:
@@ -277,6 +284,7 @@ class M3terIngestMeasurementsOperator(IntervalTemplatesGuard, BaseOperator):
         self.deduplicate = deduplicate
         self.preflight = bool(preflight)
         self.unknown_accounts = unknown_accounts
+        self.unicode_codes = unicode_codes
 
     # -- pieces -------------------------------------------------------------------------------------
 
@@ -358,6 +366,7 @@ class M3terIngestMeasurementsOperator(IntervalTemplatesGuard, BaseOperator):
             logger=self.log,
             deduplicate=self.deduplicate,
             preflight=Preflight(client, unknown_accounts=self.unknown_accounts) if self.preflight else None,  # type: ignore[arg-type]
+            unicode_codes=self.unicode_codes,
         )
         try:
             with hook.translate_errors():

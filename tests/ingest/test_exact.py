@@ -256,9 +256,11 @@ TWINS = {
 @pytest.mark.parametrize("code", list(TWINS))
 def test_codes_that_render_invisibly_or_as_twins_are_refused(code: str) -> None:
     for field in ("account", "meter"):
-        problems = validate_measurement({**ROW, field: code})
+        problems = validate_measurement({**ROW, field: code}, unicode_codes=True)
         assert [p.field for p in problems] == [field], code
         assert TWINS[code] in problems[0].reason, problems[0].reason
+        # the default (ASCII codes) refuses them all the same
+        assert [p.field for p in validate_measurement({**ROW, field: code})] == [field], code
 
 
 @pytest.mark.parametrize(
@@ -272,7 +274,9 @@ def test_codes_that_render_invisibly_or_as_twins_are_refused(code: str) -> None:
     ],
 )
 def test_codes_of_one_script_pass(code: str) -> None:
-    assert validate_measurement({**ROW, "account": code}) == []
+    assert validate_measurement({**ROW, "account": code}, unicode_codes=True) == []
+    (problem,) = validate_measurement({**ROW, "account": code})
+    assert "is not printable ASCII" in problem.reason
 
 
 def test_a_zero_width_account_is_a_row_error_not_a_new_account(m3ter_emulator, client_factory) -> None:

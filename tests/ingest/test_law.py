@@ -338,6 +338,7 @@ def test_every_row_is_stored_once_or_reported(
         run = IngestRun(
             client, namespace=NAMESPACE, on_invalid="skip", dead_letter_path=tmp / "dead.jsonl",
             max_in_flight=max_in_flight, checkpoint=store, max_batch_count=BATCH, deduplicate=deduplicate,
+            unicode_codes=True,  # the generated accounts include non-ASCII codes
         )  # fmt: skip
         try:
             summary = run.run(src.rows(), src.name)

@@ -83,7 +83,8 @@ def measurements(draw: st.DrawFn) -> dict:
 @FAST
 @given(measurements())
 def test_valid_measurements_pass_and_encode_to_what_was_given(m: dict) -> None:
-    assert validate_measurement(m) == []
+    # the codes strategy holds non-ASCII codes too (accepted with unicode_codes=True)
+    assert validate_measurement(m, unicode_codes=True) == []
     deriver = UidDeriver("dag.task")
     sent = json.loads(deriver.encode(m))
     uid = sent.pop("uid")
@@ -134,7 +135,7 @@ MUTATIONS = [
 def test_each_broken_field_is_named_with_its_reason(m: dict, mutation: tuple) -> None:
     field, mutate, reason = mutation
     mutate(m)
-    problems = validate_measurement(m)
+    problems = validate_measurement(m, unicode_codes=True)
     assert [p.field for p in problems] == [field]
     assert reason in problems[0].reason
 
@@ -149,9 +150,11 @@ def test_non_objects_are_rejected_as_a_whole() -> None:
 
 
 def test_unusual_but_valid_codes_pass() -> None:
-    # inner spaces and non-ASCII letters of one script are allowed
+    # inner spaces are allowed; non-ASCII letters of one script with unicode_codes=True
     m = {"meter": "api calls", "account": "Åcme Ltd", "ts": "2024-02-29T23:59:59.123456+05:30"}
-    assert validate_measurement(m) == []
+    assert validate_measurement(m, unicode_codes=True) == []
+    assert [p.field for p in validate_measurement(m)] == ["account"]
+    assert validate_measurement({**m, "account": "Acme Ltd"}) == []
 
 
 def test_edge_years_pass_while_they_stay_in_range() -> None:

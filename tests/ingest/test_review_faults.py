@@ -482,3 +482,46 @@ def test_every_final_uid_is_unique_per_content(client_factory, m3ter_emulator, s
     assert summary.read == summary.valid + summary.invalid
     assert summary.sent == summary.valid - summary.deduplicated == len(stored)
     assert len({m["uid"] for m in stored}) == len(stored)
+
+
+# --- 9. code twins: ASCII by default, best-effort checks with unicode_codes=True -----------------
+
+REVIEW_TWINS = {
+    "acme\u2800": "invisible",  # Braille pattern blank
+    "\u0251cme": "phonetic",  # Latin alpha
+    "\u1d00\u1d04\u1d0d\u1d07": "phonetic",  # small capitals
+    "pay\u01c0": "phonetic",  # dental click, looks like l
+    "\u13aa\u13f4\u13df": "look-alikes",  # Cherokee
+    "\ua4ee\ua4d0\ua4da": "look-alikes",  # Lisu
+    "\u0475\u043e\u0456\u0441\u0435": "look like Latin",  # Cyrillic izhitsa
+    "\u0570\u0585\u0574": "look-alikes",  # Armenian
+    "\u2c9f\u2c9f": "look-alikes",  # Coptic
+    "\u30a8\u5834": "Katakana",  # エ場 for 工場
+    "acme\u0331": "combining mark",
+    "acme\ufffc": "invisible",  # object replacement
+    "acme\U0001d159": "invisible",  # musical null notehead
+}
+
+
+@pytest.mark.parametrize("code", list(REVIEW_TWINS))
+def test_review_twins_are_refused_by_default_and_with_unicode_codes(code):
+    for field in ("account", "meter"):
+        (problem,) = validate_measurement({**ROW_A, field: code})
+        assert "is not printable ASCII" in problem.reason
+        (problem,) = validate_measurement({**ROW_A, field: code}, unicode_codes=True)
+        assert problem.field == field
+        assert REVIEW_TWINS[code] in problem.reason, problem.reason
+
+
+@pytest.mark.parametrize("code", ["acme", "Acme Corp. #7", "a-b_c/d:e@f", "~!"])
+def test_printable_ascii_codes_pass_by_default(code):
+    assert validate_measurement({**ROW_A, "account": code, "meter": code}) == []
+
+
+def test_unicode_codes_is_an_opt_in_of_the_run(client_factory, m3ter_emulator):
+    rows = [dict(ROW_A, account="M\u00fcller GmbH"), dict(ROW_A, account="\u5de5\u5834")]
+    summary = IngestRun(client_factory(), namespace="ns", on_invalid="skip").run_measurements(rows)
+    assert (summary.invalid, summary.sent) == (2, 0)
+    summary = IngestRun(client_factory(), namespace="ns", unicode_codes=True).run_measurements(rows)
+    assert (summary.invalid, summary.sent) == (0, 2)
+    assert sorted(m["account"] for m in m3ter_emulator.measurements()) == ["M\u00fcller GmbH", "\u5de5\u5834"]
