@@ -30,7 +30,9 @@ from airflow_provider_m3ter.operators.sources import (
     DuplicateKeyError,
     FileSource,
     IterableSource,
+    JsonTextSource,
     MeasurementSource,
+    NestingError,
     SqlSource,
     loads_strict,
 )
@@ -301,6 +303,9 @@ class M3terIngestMeasurementsOperator(IntervalTemplatesGuard, BaseOperator):
         if isinstance(items, str):
             try:
                 items = loads_strict(items)
+            except NestingError:
+                # read the array element by element: the deep element becomes a row error
+                return JsonTextSource(items, mapping)
             except DuplicateKeyError as exc:
                 raise SourceError(f"measurements: {exc}; which value is meant is ambiguous") from None
             except ValueError as exc:

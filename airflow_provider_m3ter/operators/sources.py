@@ -32,7 +32,9 @@ __all__ = [
     "DuplicateKeyError",
     "FileSource",
     "IterableSource",
+    "JsonTextSource",
     "MeasurementSource",
+    "NestingError",
     "SourceRow",
     "SqlSource",
     "loads_strict",
@@ -624,6 +626,23 @@ class FileSource:
                 yield row, line, _as_item(mapped, row, line, name, dict(zip(header, values, strict=True)))
             else:
                 yield row, line, mapped
+
+
+class JsonTextSource(FileSource):
+    """Measurements from a JSON array given as text, read element by element like a ``.json`` file:
+    an element that cannot be read (nested too deeply, a key given twice) is a row error.
+
+    :param text: the JSON text (an array of measurement objects).
+    :param mapping: as for :class:`FileSource`.
+    :param name: how the source is named in messages.
+    """
+
+    def __init__(self, text: str, mapping: RowMapping | None = None, name: str = "measurements") -> None:
+        super().__init__(name, "json", mapping)
+        self._text = text
+
+    def _open(self) -> BinaryIO:
+        return io.BufferedReader(io.BytesIO(self._text.encode("utf-8", "surrogatepass")))
 
 
 def _allow_fields_up_to_the_request_limit() -> None:

@@ -185,6 +185,19 @@ def test_deep_measurements_string_is_refused_without_a_crash():
         loads_strict("[" + _deep(5_000) + "]")
 
 
+@pytest.mark.parametrize("depth", [33, 5_000])
+def test_deep_row_in_a_measurements_string_is_a_row_error(depth):
+    from airflow_provider_m3ter.operators.ingest import M3terIngestMeasurementsOperator
+
+    operator = M3terIngestMeasurementsOperator(
+        task_id="t", measurements="[" + GOOD + "," + _deep(depth) + "]"
+    )
+    rows = list(operator.build_source().rows())
+    assert rows[0][2] == json.loads(GOOD)
+    assert isinstance(rows[1][2], RowError)
+    assert "nest deeper than" in rows[1][2].reason
+
+
 def test_dead_letter_of_data_too_deep_to_write_never_crashes():
     data: Any = []
     for _ in range(5_000):
