@@ -127,9 +127,14 @@ def test_a_key_given_twice_in_the_extra_json_is_refused() -> None:
     _refused(text, "timeout")
 
 
-@pytest.mark.parametrize("port", [0, -1, 65536, 10**9])
+@pytest.mark.parametrize("port", [-1, 65536, 10**9, "80x", True])
 def test_a_port_outside_1_to_65535_is_refused(port) -> None:
     _refused({}, "port", port=port)
+
+
+def test_port_0_is_no_port_as_the_ui_posts_it() -> None:
+    # Airflow's connection form posts port 0 for an empty field (apache/airflow#73298)
+    assert _settings({}, port=0).config_url == _settings({}).config_url
 
 
 def test_integer_and_number_text_forms_that_are_fine() -> None:
