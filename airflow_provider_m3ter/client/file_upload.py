@@ -9,13 +9,15 @@ The file-upload job this creates is waited for with
 
 from __future__ import annotations
 
+import collections
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from airflow_provider_m3ter.client.encoding import UidDeriver, encode
+from airflow_provider_m3ter.client.encoding import UidDeriver, encode, occurrence_uid
 from airflow_provider_m3ter.client.errors import M3terFinalError, M3terTransientError, error_for_status
+from airflow_provider_m3ter.client.identical import UID_AT
 from airflow_provider_m3ter.client.measurements import FieldProblem, RowError, validate_measurement
 from airflow_provider_m3ter.client.redaction import redact, signed_url_pieces
 from airflow_provider_m3ter.client.redaction import register as register_secret
@@ -103,6 +105,10 @@ class MeasurementUpload:
     def _records(self, rejected: list[RowError] | None = None) -> Iterator[bytes]:
         """Encoded valid records; the problems of invalid rows go to ``rejected``."""
         deriver = UidDeriver(self.uid_namespace) if self.uid_namespace else None
+        # Identical rows are distinct measurements (as in ingest): the k-th repeat of a content
+        # gets its occurrence uid. Keyed by the uid digest's first 8 bytes (a false match only
+        # gives a row another uid of its own, never drops it); about 100 bytes per distinct row.
+        seen: collections.Counter[int] = collections.Counter()
         for row, line, item in self.rows():
             if isinstance(item, RowError):
                 problems = [FieldProblem(item.field, item.reason)]
@@ -116,7 +122,17 @@ class MeasurementUpload:
                     rejected.extend(RowError(row, p.field, p.reason, self.source, line) for p in problems[:3])
                 continue
             try:
-                yield deriver.encode(item) if deriver is not None else encode(item)
+                if deriver is None or "uid" in item:
+                    yield encode(item) if deriver is None else deriver.encode(item)
+                    continue
+                record, digest = deriver.encode_derived(item)
+                head = int.from_bytes(digest[:8], "big")
+                repeat = seen[head]
+                seen[head] = repeat + 1
+                if repeat:
+                    uid = occurrence_uid(digest[:16], repeat).encode("ascii")
+                    record = record[:UID_AT] + uid + record[UID_AT + 40 :]
+                yield record
             except ValueError as exc:  # NaN/Infinity cannot be sent as JSON
                 raise MeasurementFileError(f"{self.source}: row {row}: cannot encode ({exc})") from None
 

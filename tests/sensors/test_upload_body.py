@@ -116,3 +116,27 @@ def test_body_streams_in_chunks_and_reports_its_length():
     short = JsonArrayBody(iter(records[:2]), length)
     with pytest.raises(MeasurementFileError, match="changed while uploading"):
         list(short)
+
+
+def test_identical_rows_are_distinct_measurements_with_the_same_uids_as_ingest(tmp_path):
+    # three identical rows (raw event logs do this): three measurements, never one
+    same = _m(1)
+    rows = [same, _m(2), same, same]
+    path = tmp_path / "usage.jsonl"
+    path.write_text("\n".join(json.dumps(r) for r in rows) + "\n")
+    upload = _upload(path, uid_namespace="ns")
+    scan = upload.scan()
+    sent = json.loads(b"".join(upload.body(scan.content_length)))
+    uids = [m["uid"] for m in sent]
+    assert len(set(uids)) == 4
+    # the uids ingest gives the same rows (first, then the k-th repeat), in any order of the source
+    assert uids == [
+        derive_uid("ns", same),
+        derive_uid("ns", _m(2)),
+        derive_uid("ns", same, 1),
+        derive_uid("ns", same, 2),
+    ]
+    path.write_text("\n".join(json.dumps(r) for r in reversed(rows)) + "\n")
+    again = _upload(path, uid_namespace="ns")
+    resent = json.loads(b"".join(again.body(again.scan().content_length)))
+    assert sorted(m["uid"] for m in resent) == sorted(uids)
