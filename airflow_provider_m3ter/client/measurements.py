@@ -564,12 +564,9 @@ def certainly_valid(m: dict[str, Any], unicode_codes: bool = False) -> bool:
                     if number is int:
                         if not -MAX_EXACT_INTEGER <= item <= MAX_EXACT_INTEGER:
                             return False
-                    # x - x is 0.0 for every finite float, NaN for NaN and the infinities
-                    elif (
-                        number is not float
-                        or item - item != 0.0
-                        or not -MAX_EXACT_INTEGER <= item <= MAX_EXACT_INTEGER
-                    ):
+                    # a comparison with NaN is False and the infinities are out of range, so
+                    # this one test also refuses every non-finite float
+                    elif number is not float or not -MAX_EXACT_INTEGER <= item <= MAX_EXACT_INTEGER:
                         return False
             elif kind == _STRINGS:
                 for item in value.values():

@@ -93,16 +93,17 @@ def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     return made
 
 
-def _strict_float(text: str) -> float | NotANumber:
-    """``parse_float``: the float, or :class:`NotANumber` when it would overflow or underflow to 0."""
+def _strict_float(text: str, limit: float = float(MAX_EXACT_INTEGER)) -> float | NotANumber:
+    """``parse_float``: the float, or :class:`NotANumber` when it would overflow, underflow to 0 or
+    lie beyond +-2**53 (where a float skips integers, so the text's value may have been rounded)."""
     value = float(text)
-    if not -MAX_EXACT_INTEGER < value < MAX_EXACT_INTEGER and value - value == 0.0:
-        return NotANumber(text, "is beyond +-2**53, so a 64-bit floating-point number cannot hold it exactly")
+    if -limit < value < limit:  # the common case
+        if value == 0.0 and any(digit in "123456789" for digit in text.lower().partition("e")[0]):
+            return NotANumber(text, "too small for a 64-bit floating-point number (it would become 0)")
+        return value
     if value - value != 0.0:  # infinity
         return NotANumber(text, "too large for a 64-bit floating-point number")
-    if value == 0.0 and any(digit in "123456789" for digit in text.lower().partition("e")[0]):
-        return NotANumber(text, "too small for a 64-bit floating-point number (it would become 0)")
-    return value
+    return NotANumber(text, "is beyond +-2**53, so a 64-bit floating-point number cannot hold it exactly")
 
 
 _PLAIN_DECODER = json.JSONDecoder()
@@ -138,7 +139,12 @@ def _keys_unique(item: Any, text: str, start: int, end: int) -> bool:
     for value in item.values():
         if type(value) is dict:
             keys += len(value)
-    return text.count('":', start, end) == keys and _SPACED_COLON.search(text, start, end) is None
+    if text.count('":', start, end) != keys:
+        return False
+    if start or end != len(text):
+        return _SPACED_COLON.search(text, start, end) is None
+    # a whole line: four substring tests are cheaper than a regex search
+    return not (" :" in text or "\t:" in text or "\r:" in text or "\n:" in text)
 
 
 class NestingError(ValueError):
@@ -412,7 +418,7 @@ class FileSource:
         unique = _keys_unique
         codec = self._codec
         lines: Iterable[bytes] = handle
-        if "a\n{".encode(codec) != b"a\n{":
+        if codec not in ("utf-8", "utf-8-sig") and "a\n{".encode(codec) != b"a\n{":
             # not ASCII-compatible (UTF-16, UTF-32): a byte 0x0A is not a line break, so decode the
             # text first and split it on its own line breaks
             decoded = io.TextIOWrapper(handle, encoding=codec, newline="\n")
@@ -423,12 +429,16 @@ class FileSource:
         for line_no, raw in enumerate(lines, start=1):
             try:
                 text = raw.decode(fast_codec)
-                if text.count("[") + text.count("{") > MAX_NESTING:
+                # Deeper than MAX_NESTING needs more than MAX_NESTING - 3 arrays on one path, or an
+                # object below the second level, whose keys the key count below does not expect:
+                # either way the row takes the careful path, which measures the depth exactly.
+                if text.count("[") > MAX_NESTING - 3:
                     raise ValueError("maybe nested too deeply")
                 item, end = scan(text, 0)
                 if end != len(text) and (rest := text[end:]) != "\n" and rest.strip():
                     raise ValueError("extra data")
-                if not unique(item, text, 0, end):
+                # after the value only whitespace follows (checked above): the whole line is counted
+                if not unique(item, text, 0, len(text)):
                     raise ValueError("maybe a repeated key")
             except (StopIteration, ValueError):
                 # unusual lines (blank, indented, BOM, malformed) take the careful path
