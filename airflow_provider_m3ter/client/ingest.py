@@ -101,6 +101,16 @@ class _Spill:
     path: Path
     batches: list[tuple[int, int, int]] = field(default_factory=list)
     records: int = 0
+    size: int = 0  # bytes written: where the next batch starts
+
+    def append(self, out: IO[bytes], batch: list[bytes], fingerprint: BatchFingerprint) -> None:
+        """Write one batch at the end of the spill (``out``) and note it and its fingerprint."""
+        segment = b"\n".join(batch)
+        out.write(segment)
+        fingerprint.add(segment)
+        self.batches.append((self.size, len(segment), len(batch)))
+        self.records += len(batch)
+        self.size += len(segment)
 
 
 class IngestRun:
@@ -255,18 +265,8 @@ class IngestRun:
         cutoff = cutoff_key(self._now() - DEDUP_WINDOW)
         lo, hi = "\uffff", ""  # sort after / before every timestamp key
         read = valid = old = 0
-        offset = 0  # where the batch being built starts in the spill file
-        in_batch = 0  # bytes of that batch so far (records and separators)
+        in_batch = 0  # bytes of the batch being built so far (records and separators)
         next_report = self._clock() + self.progress_interval
-
-        def write(batch: list[bytes]) -> None:
-            nonlocal offset
-            segment = b"\n".join(batch)
-            out.write(segment)
-            fingerprint.add(segment)
-            spill.batches.append((offset, len(segment), len(batch)))
-            spill.records += len(batch)
-            offset += len(segment)
 
         with open(path, "wb", buffering=1 << 20) as out:
             for row, line, item in rows:
@@ -306,9 +306,9 @@ class IngestRun:
                     old += 1
                 observe(item, row, line)
                 if (done := builder.add(record)) is not None:
-                    write(done)
+                    spill.append(out, done, fingerprint)
                     in_batch = 0
-                at = offset + in_batch  # where this record starts in the spill file
+                at = spill.size + in_batch  # where this record starts in the spill file
                 in_batch += len(record) + 1
                 if digest is not None:
                     ledger_writes[digest[0] & ledger_mask](derived_entry(digest, at, row, line or 0))
@@ -316,7 +316,7 @@ class IngestRun:
                     content = encode_plain({k: v for k, v in item.items() if k != "uid"})
                     add_explicit(item["uid"], content, at, row, line)
             if (last := builder.flush()) is not None:
-                write(last)
+                spill.append(out, last, fingerprint)
         summary.read, summary.valid, summary.older_than_dedup_window = read, valid, old
         summary.total_batches = len(spill.batches)
         summary.fingerprint = fingerprint.hexdigest()
@@ -438,21 +438,10 @@ class IngestRun:
         if self.deduplicate:
             fingerprint.add(b"deduplicate")
         fresh = _Spill(spill.path.with_suffix(".final"))
-        offset = 0
         actions = resolution.actions()
         pending = next(actions, None)
 
         with open(spill.path, "rb") as old, open(fresh.path, "wb", buffering=1 << 20) as out:
-
-            def write(batch: list[bytes]) -> None:
-                nonlocal offset
-                segment = b"\n".join(batch)
-                out.write(segment)
-                fingerprint.add(segment)
-                fresh.batches.append((offset, len(segment), len(batch)))
-                fresh.records += len(batch)
-                offset += len(segment)
-
             for start, size, _count in spill.batches:
                 at = start
                 for record in os.pread(old.fileno(), size, start).split(b"\n"):
@@ -465,9 +454,9 @@ class IngestRun:
                         record = record[:_UID_AT] + uid + record[_UID_AT + len(uid) :]
                     at += len(record) + 1
                     if (done := builder.add(record)) is not None:
-                        write(done)
+                        fresh.append(out, done, fingerprint)
             if (last := builder.flush()) is not None:
-                write(last)
+                fresh.append(out, last, fingerprint)
         spill.path.unlink()
         self.summary.total_batches = len(fresh.batches)
         self.summary.fingerprint = fingerprint.hexdigest()
