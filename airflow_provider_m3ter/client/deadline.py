@@ -22,8 +22,7 @@ resolver's own timeout, in the background).
 from __future__ import annotations
 
 import contextvars
-import heapq
-import itertools
+import os
 import socket
 import threading
 import time
@@ -122,12 +121,20 @@ _current = threading.local()
 
 
 class AttemptWatchdog:
-    """Ends HTTP attempts at their time limit; one daemon thread per process, started on first use."""
+    """Ends HTTP attempts at their time limit; one daemon thread per process, started on first use.
+
+    Watching an attempt costs one set insertion and one removal under a lock: no thread, timer or
+    event per attempt. The thread sleeps until the earliest end among the attempts still running
+    (it is woken only when a new attempt ends earlier than that), shuts down the sockets of those
+    whose time is up, and forgets finished attempts at once, so nothing finished is ever shut and
+    memory holds only the attempts in flight.
+    """
 
     def __init__(self) -> None:
-        self._lock = threading.Condition(threading.Lock())
-        self._heap: list[tuple[float, int, _Attempt]] = []
-        self._counter = itertools.count()
+        self._lock = threading.Lock()
+        self._wake = threading.Condition(self._lock)
+        self._live: set[_Attempt] = set()
+        self._next_wake = _NEVER  # when the thread wakes next (it rescans then)
         self._thread: threading.Thread | None = None
 
     def watch(self, seconds: float) -> _Attempt:
@@ -138,36 +145,59 @@ class AttemptWatchdog:
         """
         attempt = _Attempt(time.monotonic() + max(0.0, seconds), self)
         with self._lock:
-            if self._thread is None or not self._thread.is_alive():
+            if self._thread is None:
                 self._thread = threading.Thread(target=self._run, name="m3ter-attempt-watchdog", daemon=True)
                 self._thread.start()
-            heap = self._heap
-            if not heap or attempt.end < heap[0][0]:
-                self._lock.notify()
-            heapq.heappush(heap, (attempt.end, next(self._counter), attempt))
+            self._live.add(attempt)
+            if attempt.end < self._next_wake:
+                self._next_wake = attempt.end
+                self._wake.notify()
         return attempt
 
     def _finish(self, attempt: _Attempt) -> None:
-        attempt.end = float("-inf")  # done: the watchdog drops it when its slot comes up
+        # under the lock: the thread never shuts a socket once its attempt has finished (the
+        # connection goes back to the pool and may serve the next request)
         with self._lock:
+            self._live.discard(attempt)
             attempt.conn = None
             if attempt.raw is not None:
                 attempt.release()
 
+    def watching(self) -> int:
+        """How many attempts are in flight (for tests and diagnostics)."""
+        with self._lock:
+            return len(self._live)
+
     def _run(self) -> None:
-        while True:
-            with self._lock:
+        with self._lock:
+            while True:
                 now = time.monotonic()
-                # finished attempts keep their heap slot (keyed by their original end) until it is due
-                while self._heap and self._heap[0][0] <= now:
-                    _, _, attempt = heapq.heappop(self._heap)
-                    if attempt.end != float("-inf"):
+                earliest = _NEVER
+                for attempt in list(self._live):
+                    if attempt.end <= now:
+                        self._live.discard(attempt)
                         attempt.fired = True
                         attempt.abort()
-                self._lock.wait(self._heap[0][0] - now if self._heap else None)
+                    elif attempt.end < earliest:
+                        earliest = attempt.end
+                self._next_wake = earliest
+                self._wake.wait(None if earliest == _NEVER else earliest - now)
 
+    def _after_fork_in_child(self) -> None:
+        """A forked child (Airflow's LocalExecutor, say) has none of the parent's threads, and the
+        lock may have been held by one of them: start afresh (the thread starts on first use)."""
+        self._lock = threading.Lock()
+        self._wake = threading.Condition(self._lock)
+        self._live = set()
+        self._next_wake = _NEVER
+        self._thread = None
+
+
+_NEVER = float("inf")
 
 WATCHDOG = AttemptWatchdog()
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=WATCHDOG._after_fork_in_child)
 
 
 def _resolve_within(host: str, port: int, seconds: float) -> list[str]:

@@ -18,7 +18,8 @@ Whether an outcome is retryable is decided here once (:func:`network_error_retry
 ``Retrying`` is plain functions handed to tenacity (no subclasses): a predicate, a wait that
 honours ``Retry-After`` and the 1 s / 3 s / 9 s rule, and a stop that is an attempt count or a
 deadline-aware check. What a call has seen is counted inside :func:`build_retrying`, for that call
-only, and nothing else changes it.
+only, and nothing else changes it. :func:`call_with_rules` runs a call's first attempt without
+building the ``Retrying`` (most calls need no second one) and hands a retryable outcome to it.
 """
 
 from __future__ import annotations
@@ -165,7 +166,15 @@ def outcome_kind(rs: RetryCallState, *, token_retry_left: bool) -> str:
     assert outcome is not None
     if outcome.failed:
         return "network" if network_error_retryable(outcome.exception()) else "final"
-    status = outcome.result().status_code
+    return status_kind(outcome.result().status_code, token_retry_left=token_retry_left)
+
+
+def status_kind(status: int, *, token_retry_left: bool) -> str:
+    """A response's outcome as one word (see :func:`outcome_kind`), from its HTTP status.
+
+    :param status: the HTTP status code.
+    :param token_retry_left: a 403 may still earn the call's one token refresh.
+    """
     if status == 429:
         return "throttled"
     if status >= 500:
@@ -303,3 +312,64 @@ def build_retrying(
         before_sleep=before_sleep,
         retry_error_callback=give_up,
     )
+
+
+def call_with_rules(
+    call: CallState,
+    attempt: Callable[[], requests.Response],
+    *,
+    max_wait: float,
+    sleep: Callable[[float], None],
+    clock: Callable[[], float],
+    rng: random.Random,
+    stats: ClientStats,
+    on_token_rejected: Callable[[str], object],
+) -> requests.Response:
+    """Run ``attempt`` under the rules above, as ``build_retrying(call, ...)(attempt)`` would.
+
+    Most calls end with their first attempt, so that attempt runs directly and its outcome is
+    classified by the same :func:`status_kind` / :func:`network_error_retryable`: a success or a
+    final answer is returned (a final network error raised) as the ``Retrying`` would, without
+    building it. Only a retryable outcome builds the ``Retrying``, which then sees that outcome as
+    its first attempt (replayed, not sent again) and goes on from there.
+
+    :param call: the call (its limit, and the token the last send used).
+    :param attempt: one send; returns the response or raises one of :data:`NETWORK_ERRORS`.
+    :param max_wait: cap of one wait.
+    :param sleep: how to wait.
+    :param clock: monotonic clock.
+    :param rng: random source for the jitter.
+    :param stats: counters to update.
+    :param on_token_rejected: called with the rejected token before the refresh retry.
+    """
+    first: requests.Response | BaseException
+    try:
+        first = attempt()
+    except NETWORK_ERRORS as exc:
+        if not network_error_retryable(exc):
+            raise
+        first = exc
+    else:
+        if status_kind(first.status_code, token_retry_left=call.token_may_refresh()) in ("ok", "final"):
+            return first
+    pending: list[requests.Response | BaseException] = [first]
+
+    def again() -> requests.Response:
+        if pending:
+            outcome = pending.pop()
+            if isinstance(outcome, BaseException):
+                raise outcome
+            return outcome
+        return attempt()
+
+    retrying = build_retrying(
+        call,
+        max_wait=max_wait,
+        sleep=sleep,
+        clock=clock,
+        rng=rng,
+        stats=stats,
+        on_token_rejected=on_token_rejected,
+    )
+    result: requests.Response = retrying(again)
+    return result

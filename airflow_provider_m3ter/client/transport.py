@@ -41,7 +41,7 @@ from airflow_provider_m3ter.client.redaction import redact
 from airflow_provider_m3ter.client.retry import (
     NETWORK_ERRORS,
     CallState,
-    build_retrying,
+    call_with_rules,
     network_error_retryable,
     parse_retry_after,
 )
@@ -256,17 +256,17 @@ class Transport:
         **kwargs: Any,
     ) -> requests.Response:
         """Send with the retry rules; return the last response or raise for a lasting network failure."""
-        retrying = build_retrying(
-            call,
-            max_wait=self.settings.max_wait,
-            sleep=self._sleep,
-            clock=self._clock,
-            rng=self._rng,
-            stats=self.stats,
-            on_token_rejected=self._tokens.invalidate,
-        )
         try:
-            return retrying(self._attempt, call, api, method, url, authenticated=authenticated, **kwargs)
+            return call_with_rules(
+                call,
+                lambda: self._attempt(call, api, method, url, authenticated=authenticated, **kwargs),
+                max_wait=self.settings.max_wait,
+                sleep=self._sleep,
+                clock=self._clock,
+                rng=self._rng,
+                stats=self.stats,
+                on_token_rejected=self._tokens.invalidate,
+            )
         except NETWORK_ERRORS as exc:
             # A certificate problem is configuration, not bad luck: no retry, a final error.
             cls = M3terTransientError if network_error_retryable(exc) else M3terFinalError

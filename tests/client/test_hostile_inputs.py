@@ -9,6 +9,9 @@ from typing import Any
 
 import pytest
 import requests
+from hypothesis import given
+from hypothesis import settings as hypothesis_settings
+from hypothesis import strategies as st
 
 from airflow_provider_m3ter.client import ClientSettings, M3terClient, M3terConfigurationError
 from airflow_provider_m3ter.client.jobs import BILL_JOB, DATA_EXPORT_JOB, FILE_UPLOAD_JOB, check_job
@@ -186,3 +189,23 @@ def test_a_meter_id_from_the_server_is_checked_before_it_reaches_a_path() -> Non
     for bad in ("../accounts/x", "..", "", None):
         with pytest.raises(M3terConfigurationError, match="meter 'm'"):
             _meter_id({"id": bad, "code": "m"})
+
+
+@hypothesis_settings(max_examples=2000, deadline=None)
+@given(path=st.text(alphabet="./%2eE;\\\nab-_~", max_size=12))
+def test_the_fast_path_check_agrees_with_the_full_check(path: str) -> None:
+    # check_relative_path decides plain paths with one pattern; it must never accept what the
+    # segment-by-segment check refuses (nor refuse what it accepts)
+    from airflow_provider_m3ter.client.paths import _check_segments
+
+    try:
+        _check_segments(path)
+        full_ok = True
+    except M3terConfigurationError:
+        full_ok = False
+    try:
+        check_relative_path(path)
+        fast_ok = True
+    except M3terConfigurationError:
+        fast_ok = False
+    assert fast_ok == full_ok, path

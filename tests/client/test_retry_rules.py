@@ -24,6 +24,7 @@ from airflow_provider_m3ter.client.retry import (
     CallState,
     backoff_limit,
     build_retrying,
+    call_with_rules,
     parse_retry_after,
     throttle_wait,
 )
@@ -94,6 +95,16 @@ class _Response:
         self.status_code = status
 
 
+# every scripted call below runs both ways: through the Retrying alone, and through call_with_rules
+# (what the transport uses: the first attempt without the Retrying, which takes over on a retry)
+_VIA = ["call_with_rules"]
+
+
+@pytest.fixture(autouse=True, params=["call_with_rules", "build_retrying"])
+def _via(request: pytest.FixtureRequest) -> None:
+    _VIA[0] = request.param
+
+
 def _run(
     outcomes: list[object],
     *,
@@ -125,20 +136,46 @@ def _run(
         assert isinstance(item, _Response)
         return item
 
-    retrying = build_retrying(
-        call,
-        max_wait=max_wait,
-        sleep=fake.sleep,
-        clock=fake.clock,
-        rng=random.Random(7),
-        stats=stats,
-        on_token_rejected=rejected.append,
-    )
+    rules = {
+        "max_wait": max_wait,
+        "sleep": fake.sleep,
+        "clock": fake.clock,
+        "rng": random.Random(7),
+        "stats": stats,
+        "on_token_rejected": rejected.append,
+    }
     try:
-        last: object = retrying(attempt)
+        if _VIA[0] == "call_with_rules":
+            last: object = call_with_rules(call, attempt, **rules)  # type: ignore[arg-type]
+        else:
+            last = build_retrying(call, **rules)(attempt)  # type: ignore[arg-type]
     except Exception as exc:
         last = exc
     return last, call, stats, fake, rejected
+
+
+def test_a_first_attempt_that_settles_the_call_builds_no_retrying(monkeypatch: pytest.MonkeyPatch) -> None:
+    import airflow_provider_m3ter.client.retry as retry
+
+    built: list[CallState] = []
+    real = retry.build_retrying
+
+    def counting(call: CallState, **rules: object) -> object:
+        built.append(call)
+        return real(call, **rules)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(retry, "build_retrying", counting)
+    _VIA[0] = "call_with_rules"  # (the same under both parameters)
+    for status in (200, 204, 404, 413):
+        last, call, stats, _, _ = _run([_Response(status)])
+        assert (last.status_code, call.attempts, stats.retries) == (status, 1, 0)  # type: ignore[attr-defined]
+    last, _, _, _, _ = _run([requests.exceptions.SSLError("certificate verify failed")])
+    assert isinstance(last, requests.exceptions.SSLError)  # a final network error, raised at once
+    assert built == []
+    # the control: a retryable first outcome does build it, and is not sent again
+    last, call, _, fake, _ = _run([_Response(503), _Response(200)])
+    assert (last.status_code, call.attempts, len(fake.sleeps)) == (200, 2, 1)  # type: ignore[attr-defined]
+    assert len(built) == 1
 
 
 def test_429s_wait_1_then_3_then_9_seconds() -> None:
