@@ -19,6 +19,9 @@ Run from the repository root::
     git worktree add --detach /tmp/baseline <commit before the change>
     .venv/bin/python benchmarks/client_overhead.py --baseline /tmp/baseline --runs 7 --watchdog-ab
 
+``--also <tree>`` adds more trees to the same alternating runs (e.g. ``main`` before a later
+change), each reported against the baseline.
+
 Prints a Markdown table (recorded in ``benchmarks/RESULTS.md``).
 """
 
@@ -52,6 +55,14 @@ with M3terClient(settings) as client:
         client.request("GET", "meters/" + args["meter_id"])
     print(json.dumps({"cpu": time.process_time() - cpu}))
 """
+
+
+def _commit(tree: Path) -> str:
+    """The short commit a tree is checked out at (``?`` if it is not a git checkout)."""
+    out = subprocess.run(
+        ["git", "-C", str(tree), "rev-parse", "--short", "HEAD"], capture_output=True, text=True
+    )
+    return out.stdout.strip() or "?"
 
 
 def _child_env(tree: Path) -> dict[str, str]:
@@ -154,6 +165,13 @@ def main() -> int:
     """Entry point."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--baseline", type=Path, required=True, help="a tree of the code before the change")
+    parser.add_argument(
+        "--also",
+        type=Path,
+        action="append",
+        default=[],
+        help="another tree to run alternately with the two (e.g. main before a later change); repeatable",
+    )
     parser.add_argument("--calls", type=int, default=2000, help="Config calls per run (default 2000)")
     parser.add_argument("--measurements", type=int, default=100_000, help="ingest rows per run")
     parser.add_argument("--runs", type=int, default=7, help="runs per tree and workload (median reported)")
@@ -165,7 +183,10 @@ def main() -> int:
 
     from airflow_provider_m3ter.emulator.process import EmulatorProcess
 
-    trees = {"baseline": args.baseline.resolve(), "this tree": HERE}
+    trees = {"baseline": args.baseline.resolve()}
+    for extra in args.also:
+        trees[f"{extra.name} ({_commit(extra)})"] = extra.resolve()
+    trees["this tree"] = HERE
     cpu: dict[tuple[str, str], list[float]] = {}
     with EmulatorProcess(limits=False) as emu:
         import requests
@@ -211,15 +232,17 @@ def main() -> int:
         ab = _watchdog_ab(emu, new_meter(), args.calls, args.runs) if args.watchdog_ab else None
 
     print(f"\nPython {platform.python_version()}, {platform.machine()}, median of {args.runs} runs\n")
-    print("| workload | baseline CPU s | this tree CPU s | ratio (this / baseline) |")
-    print("|---|---:|---:|---:|")
+    print(f"baseline: {_commit(trees['baseline'])}, this tree: {_commit(HERE)}\n")
+    print("| workload | tree | CPU s (median) | ratio (tree / baseline) |")
+    print("|---|---|---:|---:|")
     for workload, size in (
         ("config", f"{args.calls:,} GET calls"),
         ("ingest", f"{args.measurements:,} rows"),
     ):
         base = statistics.median(cpu[(workload, "baseline")])
-        new = statistics.median(cpu[(workload, "this tree")])
-        print(f"| {workload} ({size}) | {base:.3f} | {new:.3f} | {new / base:.3f} |")
+        for name in trees:
+            new = statistics.median(cpu[(workload, name)])
+            print(f"| {workload} ({size}) | {name} | {new:.3f} | {new / base:.3f} |")
     if ab is not None:
         print("\n| time limits (in process, this tree) | CPU s | ratio |")
         print("|---|---:|---:|")
