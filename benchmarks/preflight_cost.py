@@ -5,7 +5,7 @@ Uses the file and emulator set-up of ``benchmarks/ingest_cpu.py`` (JSON Lines, m
 the 997 accounts, so pre-flight finds every code. Each run is a fresh child process sending the
 file through ``FileSource`` -> ``IngestRun`` -> ``M3terClient``, in three variants:
 
-* ``no-ledger``: the ingest path with the run-totals ledger switched off (its per-row ``observe``
+* ``no-ledger``: the ingest path with the run-totals ledger switched off (its ``observe``/``observe_many``
   made a no-op): the path as it was before run totals and pre-flight existed;
 * ``totals``: run totals on (the default), pre-flight off (``preflight=False``);
 * ``preflight``: run totals and pre-flight on (the operator's default).
@@ -62,7 +62,8 @@ def child(variant: str, path: Path, emu: dict[str, str]) -> dict[str, Any]:
     from airflow_provider_m3ter.operators.sources import FileSource
 
     if variant == "no-ledger":
-        RunLedger._observer = lambda self: lambda m, row, line: None  # type: ignore[method-assign]
+        RunLedger.observe = lambda self, m, row, line: None  # type: ignore[method-assign]
+        RunLedger.observe_many = lambda self, rows, columns=None: None  # type: ignore[method-assign]
     settings = ClientSettings(
         org_id=emu["org_id"],
         access_key_id=emu["access_key_id"],

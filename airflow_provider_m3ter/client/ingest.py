@@ -23,6 +23,7 @@ Airflow's ``task_state_store`` to a ``CheckpointStore``); the summary and progre
 
 from __future__ import annotations
 
+import gc
 import json
 import logging
 import os
@@ -33,6 +34,8 @@ from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
+from itertools import islice, repeat
+from operator import itemgetter
 from pathlib import Path
 from typing import IO, Any, Literal
 
@@ -64,7 +67,9 @@ from airflow_provider_m3ter.client.ingest_progress import (
 )
 from airflow_provider_m3ter.client.measurements import (
     DEDUP_WINDOW,
+    RowColumns,
     RowError,
+    all_certainly_valid,
     certainly_valid,
     cutoff_key,
     timestamp_key,
@@ -79,6 +84,9 @@ log = logging.getLogger("airflow_provider_m3ter.ingest")
 
 OnInvalid = Literal["fail", "skip"]
 _RECORD_DECODER = json.JSONDecoder()
+#: Rows taken from the source at a time: checked as one batch, then encoded one by one.
+_CHUNK_ROWS = 1024
+_ITEM, _TS, _UTC_KEY = itemgetter(2), itemgetter("ts"), itemgetter(slice(None, -1))
 #: How often a 403 on a multi-record batch may halve it before the 403 counts as final.
 MAX_403_SPLITS = 3
 
@@ -253,10 +261,11 @@ class IngestRun:
         max_record = builder.max_record_bytes
         deriver = UidDeriver(self.namespace)
         encode_derived, encode_plain = deriver.encode_derived, encode
+        encode_derived_many = deriver.encode_derived_many
         add_explicit = ledger.add_explicit
         ledger_writes, ledger_mask, derived_entry = ledger.writes, PARTITIONS - 1, DERIVED_ENTRY.pack
-        validate, quick_check = validate_measurement, certainly_valid
-        observe = self.totals.observe
+        validate, quick_check, all_valid = validate_measurement, certainly_valid, all_certainly_valid
+        observe_many = self.totals.observe_many
         unicode_codes = self.unicode_codes
         fingerprint = BatchFingerprint(*self.builder_args)
         if self.deduplicate:
@@ -269,52 +278,128 @@ class IngestRun:
         next_report = self._clock() + self.progress_interval
 
         with open(path, "wb", buffering=1 << 20) as out:
-            for row, line, item in rows:
-                read += 1
-                if not read & 0xFFF and self._clock() >= next_report:
+
+            def take(entries: list[tuple[int, int | None, Any]], columns: RowColumns | None = None) -> None:
+                """Encode valid rows (in source order), cut them into batches and note them in both
+                ledgers; a row too large for any request is rejected. ``columns``: the rows' columns
+                when the batch check proved them all valid and laid out alike."""
+                nonlocal in_batch
+                add_record, append, ledger_write = builder.add, spill.append, ledger_writes
+                if columns is not None and columns.layout is not None and "uid" not in columns.layout:
+                    records, digests = encode_derived_many(columns.items)
+                    if max(map(len, records)) <= max_record:  # the common case: every record fits
+                        for (row, line, _), encoded, hashed in zip(entries, records, digests, strict=True):
+                            if (done := add_record(encoded)) is not None:
+                                append(out, done, fingerprint)
+                                in_batch = 0
+                            at = spill.size + in_batch  # where this record starts in the spill file
+                            in_batch += len(encoded) + 1
+                            ledger_write[hashed[0] & ledger_mask](derived_entry(hashed, at, row, line or 0))
+                        note(entries, columns)
+                        return
+                skipped: set[int] | None = None
+                for index, (row, line, item) in enumerate(entries):
+                    if "uid" in item:
+                        record, digest = encode_plain(item), None
+                    else:
+                        record, digest = encode_derived(item)
+                    if len(record) > max_record:
+                        reason = (
+                            f"the measurement is {len(record)} bytes as JSON; a request body must stay "
+                            f"under {self.builder_args[1]} bytes"
+                        )
+                        self._reject(row, line, item, [RowError(row, "", reason, source, line)], source)
+                        skipped = skipped or set()
+                        skipped.add(index)
+                        continue
+                    if (done := add_record(record)) is not None:
+                        append(out, done, fingerprint)
+                        in_batch = 0
+                    at = spill.size + in_batch  # where this record starts in the spill file
+                    in_batch += len(record) + 1
+                    if digest is not None:
+                        ledger_write[digest[0] & ledger_mask](derived_entry(digest, at, row, line or 0))
+                    else:
+                        content = encode_plain({k: v for k, v in item.items() if k != "uid"})
+                        add_explicit(item["uid"], content, at, row, line)
+                if skipped:
+                    entries = [entry for index, entry in enumerate(entries) if index not in skipped]
+                    columns = None
+                if entries:
+                    note(entries, columns)
+
+            def note(entries: list[tuple[int, int | None, Any]], columns: RowColumns | None) -> None:
+                """Count rows about to be sent: the summary's timestamps and the run totals."""
+                nonlocal valid, old, lo, hi
+                valid += len(entries)
+                stamps = columns.column("ts") if columns is not None else list(map(_TS, map(_ITEM, entries)))
+                if sum(map(str.endswith, stamps, repeat("Z"))) == len(stamps):
+                    keys = list(map(_UTC_KEY, stamps))
+                else:
+                    keys = list(map(timestamp_key, stamps))
+                low, high = min(keys), max(keys)
+                lo, hi = min(lo, low), max(hi, high)
+                if low < cutoff:
+                    old += sum(map(cutoff.__gt__, keys))
+                observe_many(entries, columns)
+
+            def handle(chunk: list[tuple[int, int | None, Any]]) -> None:
+                """Check a batch of rows and take the valid ones, in source order."""
+                nonlocal read, next_report
+                read += len(chunk)
+                if self._clock() >= next_report:
                     next_report = self._clock() + self.progress_interval
                     self.log.info("m3ter ingest: read %d rows, %d invalid so far", read, summary.invalid)
-                # the quick check settles the common case; the full one names the problems
-                if type(item) is dict and quick_check(item, unicode_codes):
-                    pass
-                elif isinstance(item, RowError):
-                    self._reject(row, line, item.data, [item], source)
-                    continue
-                elif problems := validate(item, unicode_codes):
-                    errors = [RowError(row, p.field, p.reason, source, line) for p in problems]
-                    self._reject(row, line, item, errors, source)
-                    continue
-                if "uid" in item:
-                    record, digest = encode_plain(item), None
-                else:
-                    record, digest = encode_derived(item)
-                if len(record) > max_record:
-                    reason = (
-                        f"the measurement is {len(record)} bytes as JSON; a request body must stay "
-                        f"under {self.builder_args[1]} bytes"
-                    )
-                    self._reject(row, line, item, [RowError(row, "", reason, source, line)], source)
-                    continue
-                valid += 1
-                ts = item["ts"]
-                key = ts[:-1] if ts[-1] == "Z" else timestamp_key(ts)
-                if key < lo:
-                    lo = key
-                if key > hi:
-                    hi = key
-                if key < cutoff:
-                    old += 1
-                observe(item, row, line)
-                if (done := builder.add(record)) is not None:
-                    spill.append(out, done, fingerprint)
-                    in_batch = 0
-                at = spill.size + in_batch  # where this record starts in the spill file
-                in_batch += len(record) + 1
-                if digest is not None:
-                    ledger_writes[digest[0] & ledger_mask](derived_entry(digest, at, row, line or 0))
-                else:
-                    content = encode_plain({k: v for k, v in item.items() if k != "uid"})
-                    add_explicit(item["uid"], content, at, row, line)
+                # the batch check settles the common case; otherwise each row is checked (the quick
+                # check first, the full one names the problems)
+                columns = RowColumns(list(map(_ITEM, chunk)))
+                if all_valid(columns.items, unicode_codes, columns):
+                    take(chunk, columns)
+                    return
+                start = 0
+                for index, (row, line, item) in enumerate(chunk):
+                    if type(item) is dict and quick_check(item, unicode_codes):
+                        continue
+                    if isinstance(item, RowError):
+                        errors, data = [item], item.data
+                    elif problems := validate(item, unicode_codes):
+                        errors = [RowError(row, p.field, p.reason, source, line) for p in problems]
+                        data = item
+                    else:
+                        continue
+                    if start < index:
+                        take(chunk[start:index])
+                    start = index + 1
+                    self._reject(row, line, data, errors, source)
+                if start < len(chunk):
+                    take(chunk[start:] if start else chunk)
+
+            pending = iter(rows)
+            collecting = gc.isenabled()
+            more = True
+            while more:
+                chunk: list[tuple[int, int | None, Any]] = []
+                failure: Exception | None = None
+                # The cyclic garbage collector pauses while a batch of rows is held (it would walk
+                # every row's objects over and over, for nothing: rows hold no reference cycles) and
+                # runs again once they are freed, so it still runs once per batch. Only resumed if
+                # it was running.
+                if collecting:
+                    gc.disable()
+                try:
+                    try:
+                        chunk.extend(islice(pending, _CHUNK_ROWS))
+                    except Exception as exc:  # the rows read before the source failed are handled first
+                        failure = exc
+                    more = failure is None and len(chunk) == _CHUNK_ROWS
+                    if chunk:
+                        handle(chunk)
+                finally:
+                    chunk.clear()
+                    if collecting:
+                        gc.enable()
+                if failure is not None:
+                    raise failure
             if (last := builder.flush()) is not None:
                 spill.append(out, last, fingerprint)
         summary.read, summary.valid, summary.older_than_dedup_window = read, valid, old

@@ -12,10 +12,15 @@ Plain Python, no Airflow.
 
 from __future__ import annotations
 
+import itertools
 from bisect import bisect_right
-from collections.abc import Callable, Iterable, Iterator
-from operator import itemgetter
+from collections import defaultdict, deque
+from collections.abc import Iterable, Iterator
+from itertools import repeat
+from operator import add, contains, itemgetter
 from typing import Any
+
+from airflow_provider_m3ter.client.measurements import RowColumns
 
 __all__ = ["NUMERIC_MAPS", "RunLedger", "canonical_shape", "shape_of", "totals_from_shapes"]
 
@@ -47,62 +52,154 @@ def canonical_shape(shape: Shape) -> Shape:
 class RunLedger:
     """Per-shape counts and numeric sums of the measurements a run sends, and their source positions.
 
+    Rows are shown one at a time (:meth:`observe`) or a batch at a time (:meth:`observe_many`, the
+    ingest run's way: a batch of rows sharing one key layout costs a few C-level passes instead of a
+    Python call per row). Both keep the same state and give the same results: the same shapes in
+    the same order, each sum added up in source order.
+
     :param max_groups: the most meter/account pairs :meth:`totals` reports before it gives up.
     """
 
     def __init__(self, max_groups: int = MAX_TOTAL_GROUPS) -> None:
         self.max_groups = max_groups
-        # (meter, account, map names, keys of each map) -> [count, [(map name, [sum per key]), ...]]
-        self.shapes: dict[Shape, list[Any]] = {}
+        # (meter, account, map names, keys of each map) -> shape id, numbered in order of first sight
+        self._ids: defaultdict[Shape, int] = defaultdict(itertools.count().__next__)
+        self._counts: list[int] = []  # per shape id
+        # (numeric map name, key position) -> the running sum per shape id (0 where a shape has none)
+        self._sums: dict[tuple[str, int], list[Any]] = {}
         self._points: list[tuple[int, int, int | None, bool]] = []
-        self._maps: dict[tuple[str, ...], tuple[tuple[str, ...], Callable[[Any], Any]]] = {}
-        self.observe = self._observer()  # type: ignore[method-assign,assignment]
+        self._last: tuple[int | None, int | None, bool | None] = (None, -1, None)
+        self._observed = 0
+        # top-level key layout -> (map names, numeric map names and their positions among the maps)
+        self._maps: dict[tuple[str, ...], tuple[tuple[str, ...], tuple[tuple[int, str], ...]]] = {}
 
-    def observe(self, m: dict[str, Any], row: int, line: int | None) -> None:  # replaced in __init__
-        """Count one measurement about to be sent (called once per row: kept cheap).
+    # -- observing ------------------------------------------------------------------------------
+
+    def observe(self, m: dict[str, Any], row: int, line: int | None) -> None:
+        """Count one measurement about to be sent.
 
         :param m: the validated measurement.
         :param row: its 1-based source row.
         :param line: its 1-based source line, if known.
         """
+        self._note(self._observed, row, line, "uid" in m)
+        self._observed += 1
+        self._add_one(m)
 
-    def _observer(self) -> Callable[[dict[str, Any], int, int | None], None]:
-        shapes, layouts, points = self.shapes, self._maps, self._points
-        count = 0
-        drow: int | None = None
-        dline: int | None = -1
-        explicit: bool | None = None
+    def observe_many(
+        self, rows: list[tuple[int, int | None, dict[str, Any]]], columns: RowColumns | None = None
+    ) -> None:
+        """Count a batch of measurements about to be sent, in source order.
 
-        def observe(m: dict[str, Any], row: int, line: int | None) -> None:
-            nonlocal count, drow, dline, explicit
-            index = count
-            count = index + 1
-            delta = row - index
-            dl = None if line is None else line - row
-            own = "uid" in m
-            if delta != drow or dl != dline or own != explicit:  # kept as change points only
-                points.append((index, delta, dl, own))
-                drow, dline, explicit = delta, dl, own
-            # which top-level keys hold maps is worked out once per key layout (a source's rows share it)
-            top = tuple(m)
-            layout = layouts.get(top)
-            if layout is None:
-                maps = tuple(k for k in top if type(m[k]) is dict)
-                pick: Callable[[Any], Any] = itemgetter(*maps) if len(maps) > 1 else _one_or_none(maps)
-                layout = layouts[top] = (maps, pick)
-            maps, getter = layout
-            key = (m["meter"], m["account"], maps, *map(tuple, getter(m)))
-            entry = shapes.get(key)
-            if entry is None:
-                entry = shapes[key] = [0, [(k, [0] * len(m[k])) for k in maps if k in _NUMERIC]]
-            entry[0] += 1
-            for name, acc in entry[1]:
-                i = 0
-                for value in m[name].values():
-                    acc[i] += value
-                    i += 1  # noqa: SIM113 - faster than enumerate here
+        :param rows: ``(row, line, validated measurement)`` each, as :meth:`observe` takes them.
+        :param columns: the :class:`~airflow_provider_m3ter.client.measurements.RowColumns` of
+            exactly these rows' measurements, when the checks built it (its columns are reused; its
+            ``layout``, when set, says that every row has those keys in that order).
+        """
+        count = len(rows)
+        if not count:
+            return
+        items = list(map(_ITEM, rows)) if columns is None else columns.items
+        if columns is not None and columns.layout is not None:
+            first = columns.layout
+            own = count if "uid" in first else 0
+        else:
+            first = tuple(items[0])
+            own = sum(map(contains, items, repeat("uid")))
+            if list(map(tuple, items)).count(first) != count:  # several key layouts: one by one
+                self._note_many(list(map(_ROW, rows)), list(map(_LINE, rows)), items, own)
+                for m in items:
+                    self._add_one(m)
+                return
+            columns = RowColumns(items)
+        self._note_many(list(map(_ROW, rows)), list(map(_LINE, rows)), items, own)
+        maps, numeric = self._layout(first, items[0])
+        key_columns = [columns.key_tuples(name) for name in maps]
+        ids = self._ids
+        before = len(ids)
+        shape_ids = list(
+            map(
+                ids.__getitem__,
+                zip(columns.column("meter"), columns.column("account"), repeat(maps), *key_columns),
+            )
+        )
+        if len(ids) > before:
+            self._grow()
+        _add_in_order(self._counts, shape_ids, repeat(1))
+        for position, name in numeric:
+            column, keys = columns.column(name), key_columns[position]
+            if keys.count(keys[0]) == count:  # one key layout: a pass per field
+                for index, key in enumerate(keys[0]):
+                    _add_in_order(self._sums_of(name, index), shape_ids, map(itemgetter(key), column))
+            else:
+                for shape_id, values in zip(shape_ids, column, strict=True):
+                    for index, value in enumerate(values.values()):
+                        self._sums_of(name, index)[shape_id] += value
 
-        return observe
+    def _note(self, index: int, row: int, line: int | None, own: bool) -> None:
+        """Keep the position of the ``index``-th measurement as a change point when it differs."""
+        state = (row - index, None if line is None else line - row, own)
+        if state != self._last:
+            self._points.append((index, *state))  # type: ignore[arg-type]
+            self._last = state
+
+    def _note_many(
+        self, rows: list[int], lines: list[int | None], items: list[dict[str, Any]], own: int
+    ) -> None:
+        """Positions of a batch; ``own``: how many of its measurements have their own uid."""
+        start, count = self._observed, len(rows)
+        self._observed += count
+        first_row, first_line = rows[0], lines[0]
+        if (
+            own in (0, count)
+            and rows == list(range(first_row, first_row + count))
+            and (
+                lines.count(None) == count
+                if first_line is None
+                else lines == list(range(first_line, first_line + count))
+            )
+        ):  # the common case: one state for the whole batch
+            self._note(start, first_row, first_line, own == count)
+            return
+        for index, (row, line, m) in enumerate(zip(rows, lines, items, strict=True), start=start):
+            self._note(index, row, line, "uid" in m)
+
+    def _layout(
+        self, top: tuple[str, ...], m: dict[str, Any]
+    ) -> tuple[tuple[str, ...], tuple[tuple[int, str], ...]]:
+        # which top-level keys hold maps is worked out once per key layout (a source's rows share it)
+        layout = self._maps.get(top)
+        if layout is None:
+            maps = tuple(k for k in top if type(m[k]) is dict)
+            numeric = tuple((position, name) for position, name in enumerate(maps) if name in _NUMERIC)
+            layout = self._maps[top] = (maps, numeric)
+        return layout
+
+    def _add_one(self, m: dict[str, Any]) -> None:
+        maps, numeric = self._layout(tuple(m), m)
+        ids = self._ids
+        before = len(ids)
+        shape_id = ids[(m["meter"], m["account"], maps, *[tuple(m[name]) for name in maps])]
+        if len(ids) > before:
+            self._grow()
+        self._counts[shape_id] += 1
+        for _position, name in numeric:
+            for index, value in enumerate(m[name].values()):
+                self._sums_of(name, index)[shape_id] += value
+
+    def _grow(self) -> None:
+        """Make room for shape ids seen for the first time."""
+        size = len(self._ids)
+        for column in (self._counts, *self._sums.values()):
+            column.extend([0] * (size - len(column)))
+
+    def _sums_of(self, name: str, index: int) -> list[Any]:
+        column = self._sums.get((name, index))
+        if column is None:
+            column = self._sums[(name, index)] = [0] * len(self._ids)
+        return column
+
+    # -- reading --------------------------------------------------------------------------------
 
     def position(self, index: int) -> tuple[int, int | None, bool]:
         """The source ``(row, line, has its own uid)`` of the ``index``-th observed measurement.
@@ -114,9 +211,16 @@ class RunLedger:
         return row, None if point[2] is None else row + point[2], point[3]
 
     def raw_shapes(self) -> Iterator[tuple[Shape, list[Any]]]:
-        """``(shape, [count, sums])`` per shape, the shape as :func:`shape_of` gives it."""
-        for (meter, account, maps, *keys), entry in self.shapes.items():
-            yield (meter, account, *zip(maps, keys, strict=True)), entry
+        """``(shape, [count, [(map, [sum per key]), ...]])`` per shape in order of first sight, the
+        shape as :func:`shape_of` gives it."""
+        counts, sums = self._counts, self._sums
+        for (meter, account, maps, *keys), shape_id in self._ids.items():
+            entry_sums = [
+                (name, [sums[(name, index)][shape_id] for index in range(len(names))])
+                for name, names in zip(maps, keys, strict=True)
+                if name in _NUMERIC
+            ]
+            yield (meter, account, *zip(maps, keys, strict=True)), [counts[shape_id], entry_sums]
 
     def totals(self, exclude: Iterable[Shape] = ()) -> dict[str, Any] | None:
         """``{meter: {account: {"measurements": n, "<map>.<field>": [sum, count], ...}}}``, or None
@@ -127,9 +231,14 @@ class RunLedger:
         return totals_from_shapes(self.raw_shapes(), set(exclude), self.max_groups)
 
 
-def _one_or_none(maps: tuple[str, ...]) -> Callable[[Any], tuple[Any, ...]]:
-    """Like ``itemgetter(*maps)`` but always a tuple (``itemgetter`` of one key returns the item)."""
-    return lambda m: tuple(m[k] for k in maps)
+_ROW, _LINE, _ITEM = itemgetter(0), itemgetter(1), itemgetter(2)
+
+
+def _add_in_order(column: list[Any], ids: list[int], values: Iterable[Any]) -> None:
+    """``column[i] += value`` for each ``(i, value)`` pair, in order, in C (one pass, no Python call
+    per pair): each step reads the slot after the previous step wrote it, so a slot that repeats
+    adds up its values in the same order as a Python loop would."""
+    deque(map(column.__setitem__, ids, map(add, map(column.__getitem__, ids), values)), maxlen=0)
 
 
 def totals_from_shapes(

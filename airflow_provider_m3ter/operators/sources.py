@@ -19,7 +19,8 @@ import io
 import json
 import os
 import re
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Generator, Iterable, Iterator
+from operator import itemgetter
 from pathlib import Path
 from typing import Any, BinaryIO, Protocol, cast
 
@@ -145,6 +146,41 @@ def _keys_unique(item: Any, text: str, start: int, end: int) -> bool:
         return _SPACED_COLON.search(text, start, end) is None
     # a whole line: four substring tests are cheaper than a regex search
     return not (" :" in text or "\t:" in text or "\r:" in text or "\n:" in text)
+
+
+#: What ``bytes.strip()`` strips: a line of only these is blank (``str.strip()`` strips more).
+_BYTES_WHITESPACE = " \t\n\r\x0b\x0c"
+
+
+def _NO_MAPS(item: Any) -> tuple[Any, ...]:
+    return ()
+
+
+def _maps_of(item: Any) -> Callable[[Any], tuple[Any, ...]]:
+    """A function giving the values of ``item``'s keys that hold objects, for rows laid out alike."""
+    keys = [key for key, value in item.items() if type(value) is dict] if type(item) is dict else []
+    if not keys:
+        return _NO_MAPS
+    if len(keys) == 1:
+        key = keys[0]
+        return lambda m: (m[key],)
+    return itemgetter(*keys)
+
+
+def _keys_counted(item: Any, text: str, pick: Callable[[Any], tuple[Any, ...]]) -> bool:
+    """True when the JSON text ``text`` of ``item`` certainly names no key twice, at any depth.
+
+    For text with no JSON whitespace before any colon (the caller checks that): every key
+    occurrence in it, at any depth, ends with ``":``, so the text holds at least as many ``":`` as
+    the row object's keys plus the keys of any of its inner objects, and more for every key that
+    was repeated (at any depth; a decoded object keeps one of them). ``pick`` gives some of the row's
+    values, each of which must be an object (``dict.__len__`` refuses anything else); an equal count
+    proves that no key was repeated anywhere. Otherwise False: nothing proven, look closer.
+    """
+    try:
+        return text.count('":') == len(item) + sum(map(dict.__len__, pick(item)))
+    except (TypeError, KeyError):  # not an object, or laid out otherwise than ``pick`` expects
+        return False
 
 
 class NestingError(ValueError):
@@ -409,24 +445,33 @@ class FileSource:
             handle.close()
 
     def _jsonl(self, handle: BinaryIO) -> Iterator[SourceRow]:
-        mapping, name = self.mapping, self.name
+        codec = self._codec
+        if codec in ("utf-8", "utf-8-sig"):
+            yield from self._jsonl_blocks(handle)
+            return
+        lines: Iterable[bytes] = handle
+        if "a\n{".encode(codec) != b"a\n{":
+            # not ASCII-compatible (UTF-16, UTF-32): a byte 0x0A is not a line break, so decode the
+            # text first and split it on its own line breaks
+            decoded = io.TextIOWrapper(handle, encoding=codec, newline="\n")
+            lines = (text.encode("utf-8", "surrogatepass") for text in decoded)
+            codec = "utf-8"
+        yield from self._jsonl_lines(lines, codec, 0, 0)
+
+    def _jsonl_lines(
+        self, lines: Iterable[bytes], codec: str, line_no: int, row: int
+    ) -> Generator[SourceRow, None, int]:
+        """JSON Lines read line by line (``lines`` are the raw lines after line ``line_no``, the last
+        row so far is ``row``); returns the last row number."""
+        mapping = self.mapping
         plans: dict[tuple[str, ...], list[Any]] = {}
         simple = mapping.mapping is None and mapping.meter is None and mapping.account is None
         # the decoder's own scanner on decoded text skips json.loads' per-call encoding detection
         # typeshed's JSONDecoder stub omits scan_once, which every JSONDecoder sets in __init__
         scan = cast(_ScanningDecoder, _FAST_DECODER).scan_once
         unique = _keys_unique
-        codec = self._codec
-        lines: Iterable[bytes] = handle
-        if codec not in ("utf-8", "utf-8-sig") and "a\n{".encode(codec) != b"a\n{":
-            # not ASCII-compatible (UTF-16, UTF-32): a byte 0x0A is not a line break, so decode the
-            # text first and split it on its own line breaks
-            decoded = io.TextIOWrapper(handle, encoding=codec, newline="\n")
-            lines = (text.encode("utf-8", "surrogatepass") for text in decoded)
-            codec = "utf-8"
         fast_codec = "utf-8" if codec == "utf-8-sig" else codec  # the BOM can only start line 1
-        row = 0
-        for line_no, raw in enumerate(lines, start=1):
+        for line_no, raw in enumerate(lines, start=line_no + 1):  # noqa: B020 - the count goes on
             try:
                 text = raw.decode(fast_codec)
                 # Deeper than MAX_NESTING needs more than MAX_NESTING - 3 arrays on one path, or an
@@ -445,23 +490,103 @@ class FileSource:
                 if not raw.strip():
                     continue
                 row += 1
-                try:
-                    text = raw.decode(codec if line_no == 1 else fast_codec)
-                except UnicodeDecodeError as exc:
-                    reason = f"not valid {self.encoding} text at byte {exc.start + 1}"
-                    yield row, line_no, RowError(row, "", reason, name, line_no)
-                    continue
-                try:
-                    item = loads_strict(text)
-                except ValueError as exc:
-                    yield row, line_no, _json_error(exc, row, line_no, name)
+                item = self._careful_line(raw, line_no, row, codec)
+                if isinstance(item, RowError):
+                    yield row, line_no, item
                     continue
             else:
                 row += 1
             if simple:
                 yield row, line_no, item
             else:
-                yield row, line_no, _as_item(mapping.from_dict(item, plans), row, line_no, name, item)
+                yield row, line_no, _as_item(mapping.from_dict(item, plans), row, line_no, self.name, item)
+        return row
+
+    def _careful_line(self, raw: bytes, line_no: int, row: int, codec: str) -> Any:
+        """One JSON Lines line read strictly: the value, or a RowError (text, JSON, duplicate key)."""
+        try:
+            text = raw.decode(codec if line_no == 1 else ("utf-8" if codec == "utf-8-sig" else codec))
+        except UnicodeDecodeError as exc:
+            reason = f"not valid {self.encoding} text at byte {exc.start + 1}"
+            return RowError(row, "", reason, self.name, line_no)
+        try:
+            return loads_strict(text)
+        except ValueError as exc:
+            return _json_error(exc, row, line_no, self.name)
+
+    def _jsonl_blocks(self, handle: BinaryIO) -> Iterator[SourceRow]:
+        """UTF-8 JSON Lines, decoded a block of whole lines at a time (the common case, the fast one).
+
+        Each line is decoded with the C scanner (which keeps a repeated key silently); a key count
+        (:func:`_keys_counted`) then proves that the line names no key twice, at any depth, and
+        the line takes the careful path otherwise. Whitespace before a colon anywhere in the block
+        makes each of its lines take the full test of :func:`_keys_unique`; a block that is not
+        valid UTF-8 is read line by line, as other encodings are.
+        """
+        mapping, name, codec = self.mapping, self.name, self._codec
+        plans: dict[tuple[str, ...], list[Any]] = {}
+        simple = mapping.mapping is None and mapping.meter is None and mapping.account is None
+        scan = cast(_ScanningDecoder, _FAST_DECODER).scan_once
+        unique = _keys_unique
+        pick: Callable[[Any], tuple[Any, ...]] = _NO_MAPS
+        line_no = row = 0
+        waiting: list[bytes] = []  # the start of a line longer than one read
+        while True:
+            data = handle.read(_CHUNK)
+            if data:
+                cut = data.rfind(b"\n") + 1
+                if not cut:
+                    waiting.append(data)
+                    continue
+                block = b"".join((*waiting, data[:cut])) if waiting else data[:cut]
+                waiting = [data[cut:]] if cut < len(data) else []
+            elif waiting:
+                block, waiting = b"".join(waiting), []
+            else:
+                return
+            try:
+                text = block.decode("utf-8")
+            except UnicodeDecodeError:
+                raws = block.split(b"\n")
+                if not raws[-1]:
+                    raws.pop()
+                lines_of = [line + b"\n" for line in raws[:-1]] + raws[-1:]
+                row = yield from self._jsonl_lines(lines_of, codec, line_no, row)
+                line_no += len(raws)
+                continue
+            lines = text.split("\n")
+            if not lines[-1]:
+                lines.pop()  # the block ends with a line break
+            deep = text.count("[") > MAX_NESTING - 3
+            spaced = " :" in text or "\t:" in text or "\r:" in text or "\n:" in text
+            for line in lines:
+                line_no += 1
+                try:
+                    # see _jsonl_lines for the reason of each test
+                    if deep and line.count("[") > MAX_NESTING - 3:
+                        raise ValueError("maybe nested too deeply")
+                    item, end = scan(line, 0)
+                    if end != len(line) and line[end:].strip():
+                        raise ValueError("extra data")
+                    if spaced or not _keys_counted(item, line, pick):
+                        if not unique(item, line, 0, len(line)):
+                            raise ValueError("maybe a repeated key")
+                        if not spaced:
+                            pick = _maps_of(item)  # this line's layout: count the next ones like it
+                except (StopIteration, ValueError):
+                    if not line.strip(_BYTES_WHITESPACE):
+                        continue  # blank, as bytes.strip() sees it
+                    row += 1
+                    item = self._careful_line(line.encode("utf-8"), line_no, row, codec)
+                    if isinstance(item, RowError):
+                        yield row, line_no, item
+                        continue
+                else:
+                    row += 1
+                if simple:
+                    yield row, line_no, item
+                else:
+                    yield row, line_no, _as_item(mapping.from_dict(item, plans), row, line_no, name, item)
 
     def _json_array(self, handle: BinaryIO) -> Iterator[SourceRow]:
         text = io.TextIOWrapper(handle, encoding=self._codec)
