@@ -60,7 +60,7 @@ ui-test: $(STAMP) $(VENV)/.playwright
 
 # Both on one deployment (what .ci/run calls).
 e2e: $(STAMP) $(VENV)/.playwright
-	$(BIN)/python -m pytest -p no:cacheprovider deployment
+	$(BIN)/python -m pytest -p no:cacheprovider -s deployment
 
 $(VENV)/.playwright: $(STAMP)
 	$(BIN)/python -m pip install --quiet "playwright>=1.40"

@@ -2,19 +2,22 @@
 
 ``M3TER_DEPLOY_WORK`` sets the scratch directory (default: a fresh temporary one);
 ``M3TER_DEPLOY_REUSE_VENV=1`` keeps an existing venv there (local iteration; CI installs afresh).
+The browser test's screenshots and a copy of the components' logs go to ``artifacts/e2e`` in the
+repository (gitignored; ``M3TER_E2E_ARTIFACTS`` moves it), emptied at the start of each run.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import shutil
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from deployment.harness import REPO, Deployment, say
+from deployment.harness import ARTIFACTS, REPO, Deployment, say
 
 EXAMPLES = [
     "example_m3ter_meters",
@@ -28,6 +31,8 @@ TEST_DAGS = ["m3ter_pool_pacing"]
 @pytest.fixture(scope="session")
 def deployment() -> Iterator[Deployment]:
     work = Path(os.environ.get("M3TER_DEPLOY_WORK") or tempfile.mkdtemp(prefix="m3ter-deploy-"))
+    shutil.rmtree(ARTIFACTS, ignore_errors=True)
+    ARTIFACTS.mkdir(parents=True)
     deploy = Deployment(work, reuse_venv=os.environ.get("M3TER_DEPLOY_REUSE_VENV") == "1")
     dag_files = [*sorted((REPO / "example_dags").glob("example_*.py")), REPO / "example_dags" / "meters"]
     dag_files += sorted((REPO / "deployment" / "dags").glob("*.py"))
@@ -49,7 +54,7 @@ def deployment() -> Iterator[Deployment]:
         )
         yield deploy
     finally:
-        codes = deploy.stop()
-        say(f"stopped: {codes}")
-        for name, process in deploy.processes.items():  # pragma: no cover - stop() clears it
-            raise AssertionError(f"{name} (pid {process.pid}) still registered")
+        codes = deploy.stop()  # raises when a process or a child of one outlived its stop
+        say(f"stopped by pid: {codes}")
+        if deploy.logs.exists():  # the components' logs next to the screenshots, for a failed CI run
+            shutil.copytree(deploy.logs, ARTIFACTS / "process-logs", dirs_exist_ok=True)

@@ -2,7 +2,7 @@
 
 Logs in, creates an m3ter connection through the form (labels, hidden fields, nothing pre-filled),
 tests it (Airflow 3.3.2's Test button and the documented alternatives), and follows a finished
-sensor task's "m3ter Console" link. Screenshots go to ``<deployment work dir>/screenshots``.
+sensor task's "m3ter Console" link. Screenshots go to ``artifacts/e2e/screenshots`` (gitignored).
 Run with ``make ui-test`` (or ``make e2e`` after the deployment test, on the same deployment).
 """
 
@@ -17,7 +17,7 @@ from urllib.parse import quote
 
 import pytest
 
-from deployment.harness import Deployment, say
+from deployment.harness import ARTIFACTS, Deployment, say
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 FLAGS = [
@@ -57,8 +57,8 @@ def browser(deployment: Deployment) -> Iterator[Any]:
 
 @pytest.fixture(scope="module")
 def shots(deployment: Deployment) -> Path:
-    folder = deployment.work / "screenshots"
-    folder.mkdir(exist_ok=True)
+    folder = ARTIFACTS / "screenshots"
+    folder.mkdir(parents=True, exist_ok=True)
     say(f"screenshots in {folder}")
     return folder
 
@@ -252,3 +252,6 @@ def test_follow_a_finished_sensors_m3ter_link(page: Any, deployment: Deployment,
     assert emu.org_id in body
     assert '"code": "api_calls"' in console.inner_text("#entity")
     console.close()
+    saved = sorted(path.name for path in shots.glob("*.png"))
+    assert len(saved) == 9, saved
+    assert all(path.stat().st_size > 1000 for path in shots.glob("*.png")), saved

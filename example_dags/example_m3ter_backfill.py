@@ -101,7 +101,12 @@ with DAG(
         settle_seconds=SETTLE_SECONDS,
         # a backfill is large: report rejected rows instead of failing the whole load
         on_failure="warn",
+        # a second backfill of the month resends it: its DuplicateUids are proven resends; other
+        # loads' events in the organization are not this backfill's (its uids are all derived)
+        uid_namespaces=["example_m3ter_backfill.api_calls.{{ params.month }}"],
+        other_loads="ignore",
         poke_interval=POLL_SECONDS,
+        retry_delay=timedelta(seconds=10),  # see example_m3ter_ingest_events: Airflow 3.3.2's race
         timeout=SETTLE_SECONDS + 1800,
         deferrable=True,
     )

@@ -14,7 +14,10 @@ afterwards: a misspelt field or an unknown meter does not fail the ingest call, 
    measurements were rejected, with counts by failure type and the first examples. A rerun of a
    day resends the same measurements with the same uids; m3ter ingests them once and reports the
    resends as ``DuplicateUid``, which the check does not count as failures (a uid resent with
-   different content still fails it).
+   different content still fails it). m3ter's events are the organization's: with
+   ``other_loads="ignore"`` the events of measurements this DAG's ingest did not send (another DAG
+   loading at the same time, say ``example_m3ter_ingest`` rerunning its day) are left out; that
+   is exact here because every uid of this DAG is derived from its content.
 
 The sensors are deferrable: while they wait they hold no worker slot. Waits are m3ter-friendly by
 default (``M3TER_EXAMPLE_POLL_SECONDS`` = 30, ``M3TER_EXAMPLE_SETTLE_SECONDS`` = 120); a local
@@ -116,9 +119,15 @@ with DAG(
         # the window starts when this run started, so earlier runs' failures are not counted again
         settle_seconds=SETTLE_SECONDS,
         on_failure="fail",
+        # other DAGs' events in the organization are not this run's (its uids are all derived)
+        other_loads="ignore",
         poke_interval=POLL_SECONDS,
         timeout=SETTLE_SECONDS + 1800,
         deferrable=True,
-        retries=0,
+        # a verdict of the check (M3terCheckFailure) never retries; a retry is for Airflow 3.3.2's
+        # race that fails a deferred task whose trigger fires before the scheduler saw its worker
+        # exit ("state mismatch", apache/airflow#67287, fixed after 3.3.2)
+        retries=2,
+        retry_delay=timedelta(seconds=10),
     )
     meter_ready >> ingest >> check

@@ -14,6 +14,14 @@ event carries the measurement and hashing it in one of the load's uid namespaces
 uid, the stored measurement (which has that uid) has the same content. Such resends are counted
 apart (``resends``). A ``DuplicateUid`` that cannot be proven a resend (a uid of your own, a uid
 derived from other content, an event without the measurement) stays a failure.
+
+The events are the organization's, not the run's: another load running at the same time (another
+DAG, a rerun of another day) adds its own failures and resends to the window. With
+``other_loads="ignore"`` an event whose measurement is provably not one of the checked loads' (it
+carries the measurement, and hashing it in none of the uid namespaces gives its uid) is counted
+apart (``other_loads``) instead of as a failure. That proof holds only for loads whose uids are all
+derived (rows without a ``uid`` of their own): a load that sends its own uids must list them in
+``uids`` (only those then count) or keep the default ``other_loads="fail"``.
 """
 
 from __future__ import annotations
@@ -32,6 +40,7 @@ __all__ = [
     "INGEST_VALIDATION_FAILURE",
     "check_ingest_events",
     "evaluate_ingest_events",
+    "is_other_load",
     "is_proven_resend",
     "parse_time",
     "summarize_validation_failure",
@@ -101,11 +110,17 @@ def summarize_validation_failure(event: Mapping[str, Any]) -> dict[str, Any]:
         "id": event.get("id"),
         "eventTime": event.get("eventTime"),
         "failureType": str(_find_first(details, _TYPE_KEYS) or "Unknown"),
-        "uid": _find_first(measurement or details, _UID_KEYS),
-        "meter": _find_first(measurement or details, ("meter", "meterCode")),
-        "account": _find_first(measurement or details, ("account", "accountCode")),
+        "uid": _first_of(measurement, details, _UID_KEYS),
+        "meter": _first_of(measurement, details, ("meter", "meterCode")),
+        "account": _first_of(measurement, details, ("account", "accountCode")),
         "message": _find_first(details, _MESSAGE_KEYS),
     }
+
+
+def _first_of(measurement: Mapping[str, Any] | None, details: Any, keys: Iterable[str]) -> Any:
+    """A key's value from the event's measurement, else from the rest of its details."""
+    found = _find_first(measurement, keys) if measurement else None
+    return found if found is not None else _find_first(details, keys)
 
 
 def _find_first_mapping(data: Any, key: str, depth: int = 0) -> Mapping[str, Any] | None:
@@ -120,6 +135,24 @@ def _find_first_mapping(data: Any, key: str, depth: int = 0) -> Mapping[str, Any
     return None
 
 
+def _event_measurement(
+    event: Mapping[str, Any], summary: Mapping[str, Any]
+) -> tuple[str, dict[str, Any]] | None:
+    """``(uid, measurement)`` when the event carries a measurement consistent with its uid."""
+    uid = summary.get("uid")
+    details = event.get("m3terEvent") or {}
+    measurement = _find_first_mapping(details, "measurement")
+    if not isinstance(uid, str) or measurement is None or measurement.get("uid") not in (None, uid):
+        return None
+    if isinstance(details, Mapping) and details.get("uid") not in (None, uid):
+        return None  # the event names another uid than its measurement: nothing is proven
+    return uid, dict(measurement)
+
+
+def _derived_in(uid: str, measurement: dict[str, Any], namespaces: Sequence[str]) -> bool:
+    return any(UidDeriver(namespace).uid(measurement) == uid for namespace in namespaces)
+
+
 def is_proven_resend(event: Mapping[str, Any], summary: Mapping[str, Any], namespaces: Sequence[str]) -> bool:
     """Whether a ``DuplicateUid`` failure is a resend of the very content its uid was derived from.
 
@@ -131,11 +164,26 @@ def is_proven_resend(event: Mapping[str, Any], summary: Mapping[str, Any], names
     """
     if summary.get("failureType") != DUPLICATE_UID or not namespaces:
         return False
-    uid = summary.get("uid")
-    measurement = _find_first_mapping(event.get("m3terEvent") or {}, "measurement")
-    if not isinstance(uid, str) or measurement is None or measurement.get("uid") not in (None, uid):
+    found = _event_measurement(event, summary)
+    return found is not None and _derived_in(*found, namespaces)
+
+
+def is_other_load(event: Mapping[str, Any], summary: Mapping[str, Any], namespaces: Sequence[str]) -> bool:
+    """Whether a failure event is provably about a measurement the loads of ``namespaces`` did not derive.
+
+    True when the event carries the measurement (with no other uid than the event's) and hashing it
+    in none of ``namespaces`` gives the event's uid. For loads whose uids are all derived (no row
+    with its own ``uid``) that proves another load sent it; for a load with its own uids it proves
+    nothing (see the module docstring).
+
+    :param event: the ``ingest.validation.failure`` event.
+    :param summary: its :func:`summarize_validation_failure`.
+    :param namespaces: the uid namespaces of the checked loads; empty: False (nothing is provable).
+    """
+    if not namespaces:
         return False
-    return any(UidDeriver(namespace).uid(dict(measurement)) == uid for namespace in namespaces)
+    found = _event_measurement(event, summary)
+    return found is not None and not _derived_in(*found, namespaces)
 
 
 def _describe_failure(failure: Mapping[str, Any]) -> str:
@@ -157,6 +205,7 @@ def evaluate_ingest_events(
     scanned: int = 0,
     since: float | None = None,
     resends: int = 0,
+    other_loads: int = 0,
 ) -> CheckResult:
     """Turn the failures seen so far into a result.
 
@@ -172,6 +221,7 @@ def evaluate_ingest_events(
     :param scanned: how many events were read (for the report).
     :param since: start of the window, epoch seconds (for the report).
     :param resends: proven resends of already ingested measurements seen (reported, never failures).
+    :param other_loads: events of other loads' measurements left out (``other_loads="ignore"``).
     """
     if on_failure not in ("fail", "warn"):
         raise ValueError(f"on_failure must be 'fail' or 'warn', got {on_failure!r}")
@@ -184,6 +234,7 @@ def evaluate_ingest_events(
         "since": datetime.fromtimestamp(since, tz=timezone.utc).isoformat() if since is not None else None,
         "settled": now >= settle_until,
         "resends": resends,
+        "other_loads": other_loads,
     }
     counts = ", ".join(f"{name}: {count}" for name, count in detail["by_type"].items())
     if detail["examples"]:
@@ -198,13 +249,13 @@ def evaluate_ingest_events(
         return CheckResult(
             "succeeded", f"{len(failures)} measurement(s) failed m3ter validation ({counts})", detail
         )
+    notes = []
     if resends:
-        return CheckResult(
-            "succeeded",
-            f"no ingest validation failures ({resends} resent measurement(s) m3ter already had, "
-            "de-duplicated by uid)",
-            detail,
-        )
+        notes.append(f"{resends} resent measurement(s) m3ter already had, de-duplicated by uid")
+    if other_loads:
+        notes.append(f"{other_loads} event(s) of other loads' measurements left out")
+    if notes:
+        return CheckResult("succeeded", f"no ingest validation failures ({'; '.join(notes)})", detail)
     return CheckResult("succeeded", "no ingest validation failures", detail)
 
 
@@ -220,6 +271,7 @@ def check_ingest_events(
     max_events: int = 10_000,
     now: float | None = None,
     uid_namespaces: Sequence[str] | None = None,
+    other_loads: Literal["fail", "ignore"] = "fail",
 ) -> CheckResult:
     """Read ``ingest.validation.failure`` events since a time and evaluate them.
 
@@ -237,7 +289,20 @@ def check_ingest_events(
     :param now: current time (epoch seconds); defaults to the wall clock after reading.
     :param uid_namespaces: uid namespaces of the loads checked; a ``DuplicateUid`` proven to be a
         resend in one of them (see :func:`is_proven_resend`) is counted as a resend, not a failure.
+    :param other_loads: ``"fail"``: every failure in the window counts (unless a proven resend);
+        ``"ignore"``: when ``uids`` is not given, an event proven to be about another load's
+        measurement (:func:`is_other_load`) is counted apart, not as a failure. Only for loads
+        whose uids are all derived; needs ``uid_namespaces``.
+    :raises ValueError: ``other_loads`` is neither, or is ``"ignore"`` without ``uid_namespaces``
+        and without ``uids`` (nothing could be told apart).
     """
+    if other_loads not in ("fail", "ignore"):
+        raise ValueError(f"other_loads must be 'fail' or 'ignore', got {other_loads!r}")
+    if other_loads == "ignore" and not uid_namespaces and not uids:
+        raise ValueError(
+            "other_loads='ignore' needs uid_namespaces (the checked loads' uid namespaces) or uids: "
+            "without them no event can be told apart from another load's"
+        )
     since_ts = parse_time(since)
     wanted = {str(uid) for uid in uids} if uids else None
     params: dict[str, Any] = {"eventName": INGEST_VALIDATION_FAILURE}
@@ -245,7 +310,8 @@ def check_ingest_events(
         params["includeActioned"] = "true"
     failures: list[dict[str, Any]] = []
     namespaces = list(uid_namespaces or ())
-    scanned = older_in_a_row = resends = 0
+    scanned = older_in_a_row = resends = others = 0
+    ignore_others = other_loads == "ignore" and wanted is None
     for event in client.paginate("events", params=params, page_size=100):
         scanned += 1
         try:
@@ -258,6 +324,8 @@ def check_ingest_events(
             if wanted is None or summary.get("uid") in wanted:
                 if is_proven_resend(event, summary, namespaces):
                     resends += 1
+                elif ignore_others and is_other_load(event, summary, namespaces):
+                    others += 1
                 else:
                     failures.append(summary)
         # newest first: a full page of older events means the window is behind us
@@ -273,4 +341,5 @@ def check_ingest_events(
         scanned=scanned,
         since=since_ts,
         resends=resends,
+        other_loads=others,
     )

@@ -34,7 +34,8 @@ class M3terIngestEventsSensor(M3terBaseSensor):
       examples, and succeeds.
 
     With no failure it succeeds once the settle period is over. The XCom value is the report:
-    ``{"failures", "by_type", "examples", "events_scanned", "since", "settled"}``.
+    ``{"failures", "by_type", "examples", "events_scanned", "since", "settled", "resends",
+    "other_loads"}``.
 
     :param since: start of the window (templated; datetime or ISO-8601). Default: the DAG run's
         start, so the upstream ingest of this run is covered and earlier runs' failures are not.
@@ -43,8 +44,15 @@ class M3terIngestEventsSensor(M3terBaseSensor):
     :param uid_namespaces: uid namespaces of the loads this check covers (templated). A rerun's
         resends that m3ter reports as ``DuplicateUid`` are not failures when they are provably the
         content their uid was derived from in one of these namespaces. Default: the namespaces of
-        the DAG's ``M3terIngestMeasurementsOperator`` tasks (their ``uid_namespace``, else
-        ``<dag_id>.<task_id>``); mapped ingest tasks need them listed here.
+        the DAG's ``M3terIngestMeasurementsOperator`` and ``M3terFileUploadOperator`` tasks (their
+        ``uid_namespace``, else ``<dag_id>.<task_id>``); mapped tasks and templated namespaces need
+        them listed here.
+    :param other_loads: ``"fail"`` (default): every failure event in the window counts, whoever
+        sent the measurement (m3ter's events are the organization's). ``"ignore"``: an event whose
+        measurement provably was not derived in ``uid_namespaces`` is another load's (another DAG
+        or run in the same organization) and is counted as ``other_loads``, not as a failure. Use
+        it only when the checked loads' rows carry no ``uid`` of their own (the provider derives
+        every uid), or give ``uids``; refused when a namespace of the DAG cannot be known.
     :param settle_seconds: how long after the first check failures may still appear (default 120).
     :param on_failure: ``"fail"`` or ``"warn"``.
     :param max_examples: how many failures the report keeps as examples.
@@ -66,11 +74,15 @@ class M3terIngestEventsSensor(M3terBaseSensor):
         on_failure: str = "fail",
         max_examples: int = 5,
         poke_interval: timedelta | float = 30.0,
+        other_loads: str = "fail",
         **kwargs: Any,
     ) -> None:
         super().__init__(poke_interval=poke_interval, **kwargs)
         if on_failure not in ("fail", "warn"):
             raise ValueError(f"on_failure must be 'fail' or 'warn', got {on_failure!r}")
+        if other_loads not in ("fail", "ignore"):
+            raise ValueError(f"other_loads must be 'fail' or 'ignore', got {other_loads!r}")
+        self.other_loads = other_loads
         if settle_seconds < 0:
             raise ValueError(f"settle_seconds must not be negative, got {settle_seconds!r}")
         self.since = since
@@ -91,7 +103,21 @@ class M3terIngestEventsSensor(M3terBaseSensor):
         self.since = _iso(self.since if self.since not in (None, "", "None") else _default_since(context))
         self.uids = _uid_list(self.uids, self.task_id)
         given = _uid_list(self.uid_namespaces, self.task_id)
-        self.uid_namespaces = given if given is not None else _ingest_namespaces(context)
+        if given is not None:
+            self.uid_namespaces = given
+        else:
+            self.uid_namespaces, unknown = _ingest_namespaces(context)
+            if self.other_loads == "ignore" and self.uids is None and unknown:
+                raise ValueError(
+                    f"{self.task_id}: other_loads='ignore' needs the uid namespace of every load it "
+                    f"checks, and {', '.join(unknown)} has none known before it runs (mapped, or a "
+                    "templated uid_namespace): list them in uid_namespaces"
+                )
+        if self.other_loads == "ignore" and not self.uid_namespaces and self.uids is None:
+            raise ValueError(
+                f"{self.task_id}: other_loads='ignore' needs uid_namespaces or uids (the DAG has no "
+                "ingest or file upload task to take them from)"
+            )
         started = time.time()
         if self.reschedule and not self.deferrable:
             # reschedule mode re-runs prepare on every poke: count from the first one
@@ -109,6 +135,7 @@ class M3terIngestEventsSensor(M3terBaseSensor):
             on_failure="warn" if self.on_failure == "warn" else "fail",
             max_examples=self.max_examples,
             uid_namespaces=self.uid_namespaces,  # type: ignore[arg-type]
+            other_loads="ignore" if self.other_loads == "ignore" else "fail",
         )
 
     def build_trigger(self, context: Context, deadline: float) -> M3terIngestEventsTrigger:
@@ -120,6 +147,7 @@ class M3terIngestEventsSensor(M3terBaseSensor):
             on_failure=self.on_failure,
             max_examples=self.max_examples,
             uid_namespaces=self.uid_namespaces,  # type: ignore[arg-type]
+            other_loads=self.other_loads,
             m3ter_conn_id=self.m3ter_conn_id,
             deadline=deadline,
             poll_interval=self.poke_interval,
@@ -147,20 +175,40 @@ def _default_since(context: Context) -> Any:
     return time.time()
 
 
-def _ingest_namespaces(context: Context) -> list[str]:
-    """The uid namespaces of the DAG's ingest tasks (their own, else ``<dag_id>.<task_id>``)."""
+def _ingest_namespaces(context: Context) -> tuple[list[str], list[str]]:
+    """The uid namespaces of the DAG's ingest and file upload tasks (their own, else ``<dag_id>.<task_id>``).
+
+    :return: ``(namespaces, task ids whose namespace is not known before they run)``: mapped tasks
+        (one namespace per map index) and templated ``uid_namespace`` values.
+    """
+    from airflow_provider_m3ter.operators.file_upload import M3terFileUploadOperator
     from airflow_provider_m3ter.operators.ingest import M3terIngestMeasurementsOperator
 
+    loads = (M3terIngestMeasurementsOperator, M3terFileUploadOperator)
     dag = context.get("dag")
-    namespaces = []
+    namespaces: list[str] = []
+    unknown: list[str] = []
     for task in getattr(dag, "tasks", None) or ():
-        if isinstance(task, M3terIngestMeasurementsOperator):
+        if isinstance(task, loads):
             own = task.uid_namespace
-            if own and "{{" not in str(own) and "{%" not in str(own):
-                namespaces.append(str(own))
-            elif not own:
-                namespaces.append(f"{task.dag_id}.{task.task_id}")
-    return namespaces
+            if own and ("{{" in str(own) or "{%" in str(own)):
+                unknown.append(task.task_id)
+            else:
+                namespaces.append(str(own) if own else f"{task.dag_id}.{task.task_id}")
+        elif _is_mapped_load(task, loads):
+            unknown.append(task.task_id)
+    return namespaces, unknown
+
+
+def _is_mapped_load(task: Any, loads: tuple[type, ...]) -> bool:
+    """Whether ``task`` is a mapped (``.partial().expand()``) ingest or file upload task."""
+    operator_class = getattr(task, "operator_class", None)
+    if isinstance(operator_class, type):
+        return issubclass(operator_class, loads)
+    if isinstance(operator_class, dict):  # a deserialized mapped operator names its class
+        name = str(operator_class.get("task_type") or operator_class.get("_task_type") or "")
+        return name in {load.__name__ for load in loads}
+    return False
 
 
 def _uid_list(value: Any, task_id: str) -> list[str] | None:

@@ -21,6 +21,7 @@ class M3terIngestEventsTrigger(M3terPollingTrigger):
     :param on_failure: ``"fail"`` (end at the first failure) or ``"warn"`` (report at settle time).
     :param max_examples: how many failures the report keeps as examples.
     :param uid_namespaces: uid namespaces of the checked loads (proven resends are not failures).
+    :param other_loads: ``"fail"`` or ``"ignore"`` (events proven to be other loads' are left out).
     :param m3ter_conn_id: the Airflow connection to m3ter.
     :param deadline: absolute end of the wait, epoch seconds.
     :param poll_interval: seconds between checks.
@@ -35,6 +36,7 @@ class M3terIngestEventsTrigger(M3terPollingTrigger):
         on_failure: str = "fail",
         max_examples: int = 5,
         uid_namespaces: Sequence[str] | None = None,
+        other_loads: str = "fail",
         m3ter_conn_id: str,
         deadline: float,
         poll_interval: float = 30.0,
@@ -48,6 +50,9 @@ class M3terIngestEventsTrigger(M3terPollingTrigger):
         self.on_failure = on_failure
         self.max_examples = int(max_examples)
         self.uid_namespaces = list(uid_namespaces or ())
+        if other_loads not in ("fail", "ignore"):
+            raise ValueError(f"other_loads must be 'fail' or 'ignore', got {other_loads!r}")
+        self.other_loads = other_loads
 
     def check(self, client: Any) -> CheckResult:
         """Read the events once and evaluate them against the settle time."""
@@ -59,6 +64,7 @@ class M3terIngestEventsTrigger(M3terPollingTrigger):
             on_failure="warn" if self.on_failure == "warn" else "fail",
             max_examples=self.max_examples,
             uid_namespaces=self.uid_namespaces,
+            other_loads="ignore" if self.other_loads == "ignore" else "fail",
         )
 
     def check_kwargs(self) -> dict[str, Any]:
@@ -70,4 +76,5 @@ class M3terIngestEventsTrigger(M3terPollingTrigger):
             "on_failure": self.on_failure,
             "max_examples": self.max_examples,
             "uid_namespaces": list(self.uid_namespaces),
+            "other_loads": self.other_loads,
         }
