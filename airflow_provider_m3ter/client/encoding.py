@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 from binascii import hexlify
 from collections import deque
 from itertools import repeat
@@ -15,7 +16,9 @@ from json.encoder import c_make_encoder, encode_basestring_ascii  # type: ignore
 from operator import itemgetter
 from typing import Any
 
-__all__ = ["UidDeriver", "derive_uid", "encode", "occurrence_uid"]
+from airflow_provider_m3ter.client.measurements import RowColumns
+
+__all__ = ["UidDeriver", "canonical_by_template", "derive_uid", "encode", "occurrence_uid"]
 
 
 def _refuse(value: Any) -> Any:
@@ -101,14 +104,22 @@ class UidDeriver:
             return b'{"uid":"' + hexlify(digest) + b'"}', digest
         return b'{"uid":"' + hexlify(digest) + b'",' + canonical[1:], digest
 
-    def encode_derived_many(self, items: list[dict[str, Any]]) -> tuple[list[bytes], list[bytes]]:
+    def encode_derived_many(
+        self, items: list[dict[str, Any]], columns: RowColumns | None = None
+    ) -> tuple[list[bytes], list[bytes]]:
         """:meth:`encode_derived` for many measurements at once, with C-level passes (no Python call
         per measurement); the same bytes and digests as :meth:`encode_derived` gives each one.
 
         :param items: valid measurements, none with a ``uid`` key.
+        :param columns: the :class:`~airflow_provider_m3ter.client.measurements.RowColumns` of
+            ``items`` when its ``layout`` is known: rows laid out alike are encoded through one
+            template (see :func:`canonical_by_template`).
         :return: ``(records, digests)``, in the order of ``items``.
         """
-        canonical = list(map(str.encode, _dumps_canonical_many(items), repeat("ascii")))
+        texts = canonical_by_template(columns) if columns is not None else None
+        if texts is None:
+            texts = _dumps_canonical_many(items)
+        canonical = list(map(str.encode, texts, repeat("ascii")))
         if min(map(len, canonical), default=3) <= 2:
             pairs = [self.encode_derived(m) for m in items]  # an empty object: nothing to splice into
             return [record for record, _digest in pairs], [digest for _record, digest in pairs]
@@ -135,6 +146,73 @@ class UidDeriver:
         if len(canonical) <= 2:  # an empty object has nothing after its brace to splice into
             return b'{"uid":"' + hasher.hexdigest().encode("ascii") + b'"}'
         return b'{"uid":"' + hasher.hexdigest().encode("ascii") + b'",' + canonical[1:]
+
+
+_STR, _NUMBERS = frozenset({str}), frozenset({int, float})
+
+
+def canonical_by_template(columns: RowColumns) -> list[str] | None:
+    """The canonical JSON (as :func:`encode` writes it, as text) of rows laid out alike, or None.
+
+    Rows with the same keys, whose objects have the same keys, differ only in their values: one
+    ``%``-template per layout (keys sorted, compact, as the canonical encoder writes them) takes
+    every row's values, each column of values encoded in one C-level pass (strings with the JSON
+    encoder's own ``encode_basestring_ascii``, ints and floats with their ``repr``, which is what
+    the C encoder writes). Anything else (a value of another type, a non-finite float, a layout
+    that differs, non-string keys) gives None: encode those rows the usual way. The first row is
+    also encoded the usual way and compared, as a guard.
+
+    :param columns: the rows' :class:`~airflow_provider_m3ter.client.measurements.RowColumns`
+        with its ``layout`` set (every row has those keys, in that order).
+    """
+    layout, items = columns.layout, columns.items
+    if layout is None or not items or not all(type(key) is str for key in layout):
+        return None
+    first = items[0]
+    parts: list[str] = []
+    values: list[list[Any]] = []
+    for key in sorted(layout):
+        name = encode_basestring_ascii(key).replace("%", "%%")
+        if type(first[key]) is not dict:
+            parts.append(name + ":%s")
+            values.append(columns.column(key))
+            continue
+        column = columns.column(key)
+        keys = columns.key_tuples(key)
+        inner = keys[0]
+        if (
+            set(map(type, column)) != {dict}
+            or keys.count(inner) != len(keys)
+            or not all(type(field) is str for field in inner)
+        ):
+            return None
+        fields = []
+        for field in sorted(inner):
+            fields.append(encode_basestring_ascii(field).replace("%", "%%") + ":%s")
+            values.append(list(map(itemgetter(field), column)))
+        parts.append(name + ":{" + ",".join(fields) + "}")
+    template = "{" + ",".join(parts) + "}"
+    encoded: list[Any] = []
+    for column in values:
+        kinds = set(map(type, column))
+        if kinds == _STR:
+            encoded.append(map(encode_basestring_ascii, column))
+        elif kinds <= _NUMBERS:
+            if float in kinds:
+                try:
+                    if not all(map(math.isfinite, column)):
+                        return None  # NaN and the infinities are no JSON
+                except OverflowError:  # an int too large for a float: the C encoder takes it
+                    return None
+            encoded.append(map(repr, column))
+        else:
+            return None
+    if not encoded:
+        return [template % ()] * len(items)
+    texts = list(map(template.__mod__, zip(*encoded, strict=True)))
+    if texts[0] != _dumps_canonical(first):  # pragma: no cover - a guard; never seen
+        return None
+    return texts
 
 
 def occurrence_uid(key: bytes, occurrence: int) -> str:

@@ -286,7 +286,7 @@ class IngestRun:
                 nonlocal in_batch
                 add_record, append, ledger_write = builder.add, spill.append, ledger_writes
                 if columns is not None and columns.layout is not None and "uid" not in columns.layout:
-                    records, digests = encode_derived_many(columns.items)
+                    records, digests = encode_derived_many(columns.items, columns)
                     if max(map(len, records)) <= max_record:  # the common case: every record fits
                         for (row, line, _), encoded, hashed in zip(entries, records, digests, strict=True):
                             if (done := add_record(encoded)) is not None:

@@ -144,8 +144,14 @@ def _keys_unique(item: Any, text: str, start: int, end: int) -> bool:
         return False
     if start or end != len(text):
         return _SPACED_COLON.search(text, start, end) is None
-    # a whole line: four substring tests are cheaper than a regex search
-    return not (" :" in text or "\t:" in text or "\r:" in text or "\n:" in text)
+    # a whole line: substring tests are cheaper than a regex search, and a one-character test
+    # (which settles compact JSON) many times cheaper than a two-character one
+    return not (
+        (" " in text and " :" in text)
+        or ("\t" in text and "\t:" in text)
+        or ("\r" in text and "\r:" in text)
+        or ("\n" in text and "\n:" in text)
+    )
 
 
 #: What ``bytes.strip()`` strips: a line of only these is blank (``str.strip()`` strips more).
@@ -557,8 +563,14 @@ class FileSource:
             lines = text.split("\n")
             if not lines[-1]:
                 lines.pop()  # the block ends with a line break
-            deep = text.count("[") > MAX_NESTING - 3
-            spaced = " :" in text or "\t:" in text or "\r:" in text or "\n:" in text
+            deep = "[" in text and text.count("[") > MAX_NESTING - 3
+            # JSON whitespace before a colon (no line holds a line break): a one-character search
+            # settles the common case of compact JSON (it is many times cheaper than a two-character one)
+            spaced = (
+                (" " in text and " :" in text)
+                or ("\t" in text and "\t:" in text)
+                or ("\r" in text and "\r:" in text)
+            )
             for line in lines:
                 line_no += 1
                 try:

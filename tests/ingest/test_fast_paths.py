@@ -434,3 +434,84 @@ def test_the_garbage_collector_runs_again_after_a_run_and_stays_off_if_it_was(tm
         assert not gc.isenabled()
     finally:
         gc.enable()
+
+
+# --- rows laid out alike encoded through one template ----------------------------------------------
+
+template_strings = st.text(
+    alphabet=st.characters(codec="utf-8", exclude_categories=["Cs"]), max_size=6
+) | st.sampled_from(["%s", "%", '"', "\\", "\x00", "\u2028", "\ud800", "é", "\U0001f600"])
+template_numbers = st.one_of(
+    st.integers(-(2**70), 2**70),
+    st.floats(allow_nan=False, allow_infinity=False),
+    st.sampled_from([-0.0, 1e16, 1e-7, 5e-324, 2.0**53, 0.1, 10**400]),
+)
+
+
+@st.composite
+def rows_laid_out_alike(draw: Any) -> list[dict[str, Any]]:
+    top = draw(
+        st.lists(st.sampled_from(["meter", "account", "ts", "b%s", 'q"', "z", "é"]), unique=True, min_size=1)
+    )
+    maps = draw(st.lists(st.sampled_from(["measure", "who", "a", "%d"]), unique=True))
+    inner = {name: draw(st.lists(st.sampled_from(["x", "y", "%", "Z", "ä"]), unique=True)) for name in maps}
+    kinds = {name: draw(st.sampled_from(["str", "num", "mixed"])) for name in [*top, *maps]}
+    order = draw(st.permutations([*top, *maps]))
+
+    def value(kind: str) -> Any:
+        if kind == "str":
+            return draw(template_strings)
+        if kind == "num":
+            return draw(template_numbers)
+        return draw(st.one_of(template_strings, template_numbers, st.none(), st.booleans()))
+
+    rows = []
+    for _ in range(draw(st.integers(1, 6))):
+        row = {}
+        for key in order:
+            if key in inner:
+                row[key] = {field: value(kinds[key]) for field in inner[key]}
+            else:
+                row[key] = value(kinds[key])
+        rows.append(row)
+    return rows
+
+
+@given(rows_laid_out_alike())
+@settings(max_examples=400, deadline=None)
+def test_the_template_writes_what_the_canonical_encoder_writes(rows: list[dict[str, Any]]) -> None:
+    from airflow_provider_m3ter.client.encoding import canonical_by_template, encode
+
+    columns = RowColumns(rows)
+    columns.layout = tuple(rows[0])
+    texts = canonical_by_template(columns)
+    if texts is not None:
+        assert [text.encode("ascii") for text in texts] == [encode(m) for m in rows]
+    deriver = UidDeriver("ns")
+    records, digests = deriver.encode_derived_many(rows, columns)
+    assert list(zip(records, digests, strict=True)) == [deriver.encode_derived(m) for m in rows]
+
+
+def test_the_template_takes_plain_rows_and_refuses_what_it_cannot_write() -> None:
+    from airflow_provider_m3ter.client.encoding import canonical_by_template, encode
+
+    rows = [dict(M, account=f"a{i}", who={"u": f"\u00e9{i}%s"}) for i in range(5)]
+    columns = RowColumns(rows)
+    columns.layout = tuple(rows[0])
+    texts = canonical_by_template(columns)
+    assert texts is not None
+    assert [text.encode() for text in texts] == [encode(m) for m in rows]
+    refused: list[dict[str, Any]] = [
+        {"measure": {"n": math.nan, "gb": 1}},
+        {"measure": {"n": 1}},
+        {"measure": "x"},
+        {"account": None},
+        {"account": True},
+        {"measure": {"n": 10**400, "gb": 0.5}, "who": {"u": 1.5}},
+    ]
+    for change in refused:
+        odd = [dict(m) for m in rows]
+        odd[3] = {**odd[3], **change}
+        columns = RowColumns(odd)
+        columns.layout = tuple(odd[0])
+        assert canonical_by_template(columns) is None, change
