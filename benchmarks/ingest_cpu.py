@@ -20,9 +20,15 @@ emulator serves the two APIs on two loopback ports, so the SDK gets the base URL
 ``http://api.emulator`` and an ``httpx`` transport that sends ``api.emulator`` to the Config port
 and ``ingest.emulator`` to the Ingest port (a URL rewrite per request, nothing else).
 
+With ``--baseline TREE`` (a ``git worktree`` of the code before a change) a fourth variant,
+``before``, runs the provider path of that tree (its package first on ``sys.path``) in the same
+run, interleaved with the others.
+
 Run from the repository root::
 
     .venv/bin/python benchmarks/ingest_cpu.py --sizes 100000 1000000 --runs 5 --large-runs 3
+    git worktree add --detach /tmp/before <commit>
+    .venv/bin/python benchmarks/ingest_cpu.py --sizes 100000 --runs 7 --baseline /tmp/before
 
 Prints a Markdown table (recorded in ``benchmarks/RESULTS.md``).
 """
@@ -44,6 +50,7 @@ from typing import Any
 REPO = Path(__file__).resolve().parents[1]
 OUT = REPO / "benchmarks" / "out"
 VARIANTS = ("provider", "sdk", "bare")
+ORDER = ("before", *VARIANTS)
 
 
 def write_usage(path: Path, count: int) -> None:
@@ -170,7 +177,7 @@ def _bare(emu: dict[str, str], path: Path) -> int:
 def child(variant: str, path: Path, emu: dict[str, str]) -> dict[str, Any]:
     """Run one variant on one file in this process; return CPU seconds, wall seconds and memory."""
     rss_start = _rss_kb()
-    run = {"provider": _provider, "sdk": _sdk, "bare": _bare}[variant]
+    run = {"provider": _provider, "before": _provider, "sdk": _sdk, "bare": _bare}[variant]
     cpu0, wall0 = time.process_time(), time.perf_counter()
     sent = run(emu, path)
     cpu, wall = time.process_time() - cpu0, time.perf_counter() - wall0
@@ -181,7 +188,7 @@ def child(variant: str, path: Path, emu: dict[str, str]) -> dict[str, Any]:
 # --- the parent ---------------------------------------------------------------------------------
 
 
-def _run_child(variant: str, path: Path, emu: Any) -> dict[str, Any]:
+def _run_child(variant: str, path: Path, emu: Any, baseline: Path | None = None) -> dict[str, Any]:
     handle = {
         "org_id": emu.org_id,
         "access_key_id": emu.access_key_id,
@@ -190,11 +197,15 @@ def _run_child(variant: str, path: Path, emu: Any) -> dict[str, Any]:
         "ingest_url": emu.ingest_url,
     }
     # Warm the child's imports outside the measured part: they run before process_time() starts.
+    # "before": this harness, the baseline tree's package (first on sys.path once the harness is in)
+    tree = str(baseline) if variant == "before" and baseline is not None else str(REPO)
     code = (
         f"import json, sys; from pathlib import Path; sys.path.insert(0, {str(REPO)!r});"
+        "from benchmarks.ingest_cpu import child;"
+        f"sys.path.insert(0, {tree!r});"
         "import requests, httpx, m3ter, airflow_provider_m3ter.client.ingest, "
         "airflow_provider_m3ter.operators.sources;"
-        "from benchmarks.ingest_cpu import child;"
+        f"assert airflow_provider_m3ter.__file__.startswith({tree!r}), airflow_provider_m3ter.__file__;"
         f"print(json.dumps(child({variant!r}, Path({str(path)!r}), json.loads({json.dumps(handle)!r}))))"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False, cwd=REPO)
@@ -212,7 +223,15 @@ def main() -> int:
     parser.add_argument(
         "--large-runs", type=int, default=None, help="runs for sizes of 1,000,000 and more; default: --runs"
     )
+    parser.add_argument(
+        "--baseline",
+        type=Path,
+        default=None,
+        help="a tree of the code before a change: adds the variant 'before'",
+    )
     args = parser.parse_args()
+    variants = (["before"] if args.baseline is not None else []) + list(args.variants)
+    baseline = args.baseline.resolve() if args.baseline is not None else None
 
     from airflow_provider_m3ter.emulator.process import EmulatorProcess
 
@@ -223,9 +242,9 @@ def main() -> int:
             write_usage(path, size)
             runs = args.large_runs if args.large_runs is not None and size >= 1_000_000 else args.runs
             for run in range(runs):
-                for variant in args.variants:
+                for variant in variants:
                     emu.reset()
-                    result = _run_child(variant, path, emu)
+                    result = _run_child(variant, path, emu, baseline)
                     stats = emu.stats()
                     if stats["measurements_stored"] != size and variant != "bare":
                         print(f"warning: {variant} stored {stats['measurements_stored']} of {size}")
@@ -238,14 +257,20 @@ def main() -> int:
                         flush=True,
                     )
 
-    print(f"\nPython {platform.python_version()}, {platform.machine()}, {os.cpu_count()} cores\n")
+    print(f"\nPython {platform.python_version()}, {platform.machine()}, {os.cpu_count()} cores")
+    for name, tree in (("provider", REPO), ("before", baseline)):
+        if tree is not None and name in variants:
+            git = ["git", "-C", str(tree), "rev-parse", "--short", "HEAD"]
+            commit = subprocess.run(git, capture_output=True, text=True, check=False).stdout.strip()
+            print(f"{name}: {tree} at {commit or 'unknown commit'}")
+    print()
     print("| variant | measurements | runs | client CPU s | CPU µs / measurement | measurements / CPU s "
           "| wall s | peak RSS MiB |")  # fmt: skip
     print("|---|---:|---:|---:|---:|---:|---:|---:|")
     rate: dict[tuple[str, int], float] = {}
     peak: dict[tuple[str, int], float] = {}
     for (variant, size), runs in sorted(
-        results.items(), key=lambda item: (item[0][1], VARIANTS.index(item[0][0]))
+        results.items(), key=lambda item: (item[0][1], ORDER.index(item[0][0]))
     ):
         cpu = statistics.median(r["cpu"] for r in runs)
         wall = statistics.median(r["wall"] for r in runs)
@@ -263,9 +288,12 @@ def main() -> int:
         if ("provider", size) in rate and ("bare", size) in rate:
             print(f"- {size:,}: provider CPU per measurement vs bare: "
                   f"{rate[('bare', size)] / rate[('provider', size)]:.2f}x")  # fmt: skip
+        if ("before", size) in rate and ("sdk", size) in rate and ("bare", size) in rate:
+            print(f"- {size:,}: before: {rate[('before', size)] / rate[('sdk', size)]:.1f}x the SDK, "
+                  f"{rate[('bare', size)] / rate[('before', size)]:.2f}x bare")  # fmt: skip
     sizes = sorted(args.sizes)
     if len(sizes) >= 2:
-        for variant in args.variants:
+        for variant in variants:
             if (variant, sizes[0]) in peak and (variant, sizes[-1]) in peak:
                 growth = peak[(variant, sizes[-1])] - peak[(variant, sizes[0])]
                 print(f"- {variant}: peak RSS growth {sizes[0]:,} -> {sizes[-1]:,} rows: {growth:+.1f} MiB")
