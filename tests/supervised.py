@@ -92,14 +92,11 @@ def main(argv: list[str]) -> int:
     if argv[:1] == ["--log-dir"]:
         log_dir, argv = Path(argv[1]).resolve(), argv[2:]
     _supervise_instead(log_dir)
-    from airflow.__main__ import main as airflow_main
+    # run as a script: its own folder is on sys.path, the repository perhaps not
+    from dags_test import build_execution_api_once, run_airflow_dags_test
 
-    sys.argv = ["airflow", "dags", "test", *argv]
-    try:
-        airflow_main()
-    except SystemExit as exit:
-        return exit.code if isinstance(exit.code, int) else 1
-    return 0
+    build_execution_api_once()
+    return run_airflow_dags_test(argv)
 
 
 if __name__ == "__main__":

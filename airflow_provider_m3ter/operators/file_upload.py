@@ -57,7 +57,8 @@ class M3terFileUploadOperator(IntervalTemplatesGuard, BaseOperator):
 
     Returns (XCom) ``{"job_id", "status", "file_name", "measurements", "rejected", "content_length",
     "totalRows", "processedRows", "failedRows", "resumed"}`` (``resumed``: this try reconnected to a
-    previous try's job; absent when the runner did not pass it through a deferral).
+    previous try's job); the same keys in every mode and under every runner (a deferral's trigger
+    event carries the upload's summary back).
 
     :param source_path: the file: a local path, a ``file://``/object-storage URL (templated).
     :param source_format: ``jsonl``, ``json`` (array) or ``csv``; ``None`` detects it.
@@ -221,6 +222,8 @@ class M3terFileUploadOperator(IntervalTemplatesGuard, BaseOperator):
                         m3ter_conn_id=self.m3ter_conn_id,
                         deadline=deadline,
                         poll_interval=self.poll_interval,
+                        # the event brings the summary back: every runner resumes with the same XCom
+                        carry={"summary": summary},
                     ),
                     lambda: self._timed_out(job_id, limit.what),
                     kwargs={"summary": summary},
@@ -367,10 +370,13 @@ class M3terFileUploadOperator(IntervalTemplatesGuard, BaseOperator):
 
         :param context: the task context.
         :param event: the trigger's event payload.
-        :param summary: the upload summary passed through the deferral.
+        :param summary: the upload summary passed through the deferral (a real triggerer passes the
+            deferral's kwargs back; ``airflow dags test`` does not).
         """
-        # a runner that drops the deferral's kwargs (``dags test`` does) still has the store's record
-        summary = dict(summary or self._recorded_summary(context))
+        # the event carries the summary for every runner; the kwargs and the store's record are for
+        # a trigger serialized before events carried it
+        carried = (event or {}).get("carry") or {}
+        summary = dict(carried.get("summary") or summary or self._recorded_summary(context))
         if event is None:
             # resumed without the trigger's answer (the deferral was interrupted): look again
             self.log.warning(

@@ -12,6 +12,12 @@ Events it fires (``TriggerEvent.payload``):
 - ``{"status": "timeout", "message": ..., "last": CheckResult.to_dict() | None}``: deadline passed;
 - ``{"status": "error", "error": error_to_dict(err)}``: a final m3ter error (4XX, bad settings).
 
+A trigger built with ``carry`` adds ``"carry": carry`` to each of these events: what the task needs
+when it resumes travels with the event itself. Runners differ in what else they pass back: a real
+triggerer resumes the task with the deferral's ``kwargs`` plus the event, ``airflow dags test``
+(every Airflow 3 line) with the event alone, so anything the task needs must be in the event for
+every runner to reach the same outcome and XCom.
+
 A transient error that outlasted the client's own retries is logged and polled again, until the
 deadline.
 """
@@ -83,15 +89,25 @@ class M3terPollingTrigger(BaseTrigger):
     :param m3ter_conn_id: the Airflow connection to m3ter.
     :param deadline: absolute end of the wait, epoch seconds (``time.time()`` scale).
     :param poll_interval: seconds between checks.
+    :param carry: JSON values returned unchanged in every event (``"carry"``), for the task's resume
+        method; stored with the trigger, so never secrets. None (the default) adds nothing.
     """
 
-    def __init__(self, *, m3ter_conn_id: str, deadline: float, poll_interval: float = 30.0) -> None:
+    def __init__(
+        self,
+        *,
+        m3ter_conn_id: str,
+        deadline: float,
+        poll_interval: float = 30.0,
+        carry: dict[str, Any] | None = None,
+    ) -> None:
         super().__init__()
         self.m3ter_conn_id = m3ter_conn_id
         self.deadline = float(deadline)
         self.poll_interval = float(poll_interval)
         if self.poll_interval <= 0:
             raise ValueError(f"poll_interval must be positive, got {poll_interval!r}")
+        self.carry = dict(carry) if carry is not None else None
 
     # -- what subclasses provide ---------------------------------------------------------------
 
@@ -113,6 +129,8 @@ class M3terPollingTrigger(BaseTrigger):
             "poll_interval": self.poll_interval,
             **self.check_kwargs(),
         }
+        if self.carry is not None:
+            kwargs["carry"] = self.carry
         return f"{type(self).__module__}.{type(self).__qualname__}", kwargs
 
     def remaining(self) -> float:
@@ -136,6 +154,12 @@ class M3terPollingTrigger(BaseTrigger):
         register_settings_secrets(settings)
         return M3terClient(settings, on_secret=register_secret, token_store=PROCESS_TOKENS)
 
+    def _event(self, payload: dict[str, Any]) -> TriggerEvent:
+        """One event: ``payload`` plus the ``carry`` this trigger was built with."""
+        if self.carry is not None:
+            payload = {**payload, "carry": self.carry}
+        return TriggerEvent(payload)
+
     async def run(self) -> AsyncIterator[TriggerEvent]:
         """Poll until the check is done (``done``), the deadline passes (``timeout``) or m3ter
         answers with a final error (``error``)."""
@@ -145,25 +169,25 @@ class M3terPollingTrigger(BaseTrigger):
             try:
                 client = await self._client()
             except client_errors.M3terError as error:  # invalid connection settings
-                yield TriggerEvent({"status": "error", "error": error_to_dict(error)})
+                yield self._event({"status": "error", "error": error_to_dict(error)})
                 return
             while True:
                 try:
                     last = await asyncio.to_thread(self._bounded_check, client)
                 except client_errors.M3terError as error:
                     if not error.retryable:
-                        yield TriggerEvent({"status": "error", "error": error_to_dict(error)})
+                        yield self._event({"status": "error", "error": error_to_dict(error)})
                         return
                     self.log.warning("m3ter stayed unavailable for this check (%s); polling again", error)
                 else:
                     if last.done:
-                        yield TriggerEvent({"status": "done", "result": last.to_dict()})
+                        yield self._event({"status": "done", "result": last.to_dict()})
                         return
                     self.log.info("%s", last.message)
                 remaining = self.remaining()
                 if remaining <= 0:
                     message = f"gave up waiting at the deadline ({last.message if last else 'no answer yet'})"
-                    yield TriggerEvent(
+                    yield self._event(
                         {"status": "timeout", "message": message, "last": last.to_dict() if last else None}
                     )
                     return

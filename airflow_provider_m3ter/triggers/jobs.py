@@ -19,6 +19,7 @@ class M3terJobTrigger(M3terPollingTrigger):
     :param m3ter_conn_id: the Airflow connection to m3ter.
     :param deadline: absolute end of the wait, epoch seconds.
     :param poll_interval: seconds between checks.
+    :param carry: JSON values returned in every event (see ``M3terPollingTrigger``).
     """
 
     def __init__(
@@ -30,8 +31,11 @@ class M3terJobTrigger(M3terPollingTrigger):
         m3ter_conn_id: str,
         deadline: float,
         poll_interval: float = 30.0,
+        carry: dict[str, Any] | None = None,
     ) -> None:
-        super().__init__(m3ter_conn_id=m3ter_conn_id, deadline=deadline, poll_interval=poll_interval)
+        super().__init__(
+            m3ter_conn_id=m3ter_conn_id, deadline=deadline, poll_interval=poll_interval, carry=carry
+        )
         self.job_kind = get_job_kind(job_kind).name
         self.job_id = job_id
         self.fail_on_failed_rows = bool(fail_on_failed_rows)

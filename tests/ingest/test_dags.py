@@ -181,10 +181,16 @@ def test_operator_sources_invalid_input_and_error_boundary(m3ter_emulator, airfl
     assert "Bearer " not in output
 
 
-@pytest.mark.skipif(
+# resuming after a crash is a feature of Airflow 3.3+ (README "Features that depend on the Airflow
+# version"); on older lines test_a_retry_without_task_state_store_resends_everything_once_stored
+# shows what holds there instead
+needs_task_state_store = pytest.mark.skipif(
     not TASK_STATE_STORE_SUPPORTED,
     reason="version-gated: resuming after a crash needs task_state_store (Airflow 3.3+)",
 )
+
+
+@needs_task_state_store
 def test_killed_ingest_resumes_after_the_last_acknowledged_batch(
     m3ter_emulator, airflow_env, tmp_path
 ) -> None:
@@ -256,6 +262,7 @@ def _crash_run(m3ter_emulator: Any, airflow_env: Any, tmp_path: Path, data: list
     return output
 
 
+@needs_task_state_store
 def test_a_kill_after_execute_returned_resends_nothing(m3ter_emulator, airflow_env, tmp_path) -> None:
     data = usage(12_000)
     output = _crash_run(m3ter_emulator, airflow_env, tmp_path, data, M3TER_TEST_KILL_IN="post_execute")
@@ -268,6 +275,7 @@ def test_a_kill_after_execute_returned_resends_nothing(m3ter_emulator, airflow_e
     assert values["ingest"]["resumed_from"] == {"batches": 12, "measurements": 12_000}
 
 
+@needs_task_state_store
 def test_a_kill_with_requests_in_flight_resends_at_most_those(m3ter_emulator, airflow_env, tmp_path) -> None:
     data = usage(30_000)
     # the 3rd request is throttled for 4 s; the other three workers go on meanwhile
@@ -286,3 +294,26 @@ def test_a_kill_with_requests_in_flight_resends_at_most_those(m3ter_emulator, ai
     # at the kill at most 4 batches were in flight (acknowledged but unrecorded, or not yet answered)
     assert stats["duplicates_received"] <= 4 * 1000, stats
     assert stored(m3ter_emulator) == with_uids("crash-test", data)
+
+
+@pytest.mark.skipif(
+    TASK_STATE_STORE_SUPPORTED,
+    reason="version-gated: Airflow 3.3+ has task_state_store, so a retry resumes instead of resending "
+    "(test_a_kill_after_execute_returned_resends_nothing)",
+)
+def test_a_retry_without_task_state_store_resends_everything_once_stored(
+    m3ter_emulator, airflow_env, tmp_path
+) -> None:
+    """Airflow < 3.3: no checkpoint, so a retry after a crash resends every batch, with the same uids
+    (derived from the rows), and m3ter de-duplicates them: each row is stored once."""
+    data = usage(12_000)
+    output = _crash_run(m3ter_emulator, airflow_env, tmp_path, data, M3TER_TEST_KILL_IN="post_execute")
+    assert "No task_state_store here (Airflow < 3.3): a retry resends, with the same uids" in output
+    stats = m3ter_emulator.stats()
+    # both tries sent everything; the second try's 12000 were all duplicates of the first's
+    assert (stats["measurements_received"], stats["duplicates_received"]) == (24_000, 12_000), stats
+    assert stats["measurements_stored"] == 12_000
+    assert stored(m3ter_emulator) == with_uids("crash-test", data)
+    states, values = metadata(airflow_env, "ingest_crash")
+    assert states["ingest"] == ("success", 2)
+    assert values["ingest"]["sent"] == 12_000

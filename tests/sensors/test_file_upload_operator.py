@@ -143,6 +143,39 @@ def test_deferrable_upload_defers_to_the_file_upload_trigger(emulator, tmp_path,
     )
 
 
+@pytest.mark.parametrize("store", ["none", "empty"])
+def test_a_deferred_upload_resumed_with_the_event_alone_returns_the_same_xcom(emulator, tmp_path, store):
+    """``airflow dags test`` (every Airflow 3 line) resumes with the trigger's event only, and Airflow
+    < 3.3 has no task_state_store: the XCom must not depend on either."""
+    emulator.set_job_mode("manual")
+    path = tmp_path / "usage.jsonl"
+    path.write_text("\n".join(json.dumps(row) for row in _rows(10)))
+    operator = _operator(path, deferrable=True)
+    with pytest.raises(TaskDeferred) as deferred:
+        operator.execute(_context())
+    summary = deferred.value.kwargs["summary"]
+    emulator.advance_job(summary["job_id"], status="succeeded")
+
+    async def first_event():
+        return await anext(deferred.value.trigger.run())
+
+    # what the triggerer stores and hands back is JSON
+    event = json.loads(json.dumps(asyncio.run(first_event()).payload))
+    context = _context(MemoryStore() if store == "empty" else None)
+    if store == "none":
+        context["task_state_store"] = None
+    alone = operator.execute_complete(context, event)
+    with_kwargs = operator.execute_complete(_context(), event, summary=summary)
+    assert alone == with_kwargs
+    assert (alone["status"], alone["measurements"], alone["job_id"], alone["resumed"]) == (
+        "succeeded",
+        10,
+        summary["job_id"],
+        False,
+    )
+    assert {"file_name", "rejected", "content_length", "totalRows", "failedRows"} <= alone.keys()
+
+
 def test_invalid_rows_fail_before_anything_is_sent(emulator, tmp_path):
     path = tmp_path / "bad.jsonl"
     rows = _rows(3)

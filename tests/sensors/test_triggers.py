@@ -33,6 +33,9 @@ def _all_triggers(deadline: float) -> list:
     return [
         M3terJobTrigger(job_kind="billjob", job_id="j1", deadline=deadline, **COMMON),
         M3terFileUploadJobTrigger(job_id="f1", fail_on_failed_rows=True, deadline=deadline, **COMMON),
+        M3terFileUploadJobTrigger(
+            job_id="f2", deadline=deadline, carry={"summary": {"job_id": "f2", "measurements": 3}}, **COMMON
+        ),
         M3terJobTrigger(job_kind="dataexport", job_id="d1", deadline=deadline, **COMMON),
         M3terEntityTrigger(
             entity_kind="meter",
@@ -54,7 +57,7 @@ def _all_triggers(deadline: float) -> list:
     ]
 
 
-@pytest.mark.parametrize("index", range(5))
+@pytest.mark.parametrize("index", range(6))
 def test_serialize_round_trips_through_json(index):
     trigger = _all_triggers(time.time() + 60)[index]
     classpath, kwargs = trigger.serialize()
@@ -172,6 +175,30 @@ def test_transient_errors_until_the_deadline_still_end_in_timeout(m3ter_emulator
         "message": "gave up waiting at the deadline (no answer yet)",
         "last": None,
     }
+
+
+def test_every_event_carries_what_the_task_resumes_with(m3ter_emulator, connection):
+    """``airflow dags test`` resumes a task with the event alone (no deferral kwargs): the event
+    itself brings back what the task needs, whatever way the wait ended."""
+    carry = {"summary": {"job_id": "x", "measurements": 3, "file_name": "f.json"}}
+    m3ter_emulator.set_job_mode("manual")
+    pending = _bill_job(m3ter_emulator)
+    finishing = _bill_job(m3ter_emulator)
+    m3ter_emulator.advance_job(finishing, status="COMPLETE")
+    events = [
+        _run(
+            M3terJobTrigger(
+                job_kind="billjob", job_id=job_id, deadline=time.time() + seconds, carry=carry, **COMMON
+            )
+        )
+        for job_id, seconds in [(finishing, 20), (pending, 0.3), ("00000000-0000-0000-0000-000000000bad", 20)]
+    ]
+    assert [event["status"] for event in events] == ["done", "timeout", "error"]
+    assert all(event["carry"] == carry for event in events)
+    # without a carry, the events are as before
+    assert "carry" not in _run(
+        M3terJobTrigger(job_kind="billjob", job_id=finishing, deadline=time.time() + 20, **COMMON)
+    )
 
 
 def test_final_errors_end_the_trigger_with_an_error_event(m3ter_emulator, connection):
