@@ -341,6 +341,9 @@ def call_with_rules(
     :param rng: random source for the jitter.
     :param stats: counters to update.
     :param on_token_rejected: called with the rejected token before the refresh retry.
+    :return: the last response (a success, a final answer, or the one retrying stopped on).
+    :raises requests.RequestException: the network error of the last attempt when it was final
+        (a certificate problem) or retrying stopped on it; anything else ``attempt`` raises, at once.
     """
     first: requests.Response | BaseException
     try:
