@@ -56,7 +56,6 @@ def _canonical_encoder() -> tuple[Any, Any]:
 
 
 _dumps_canonical, _dumps_canonical_many = _canonical_encoder()
-_RECORD = b'{"uid":"%s",%s'
 _AFTER_BRACE = itemgetter(slice(1, None))
 
 
@@ -127,8 +126,8 @@ class UidDeriver:
         hashers = list(map(type(base).copy, repeat(base, len(canonical))))
         deque(map(type(base).update, hashers, canonical), maxlen=0)
         digests = list(map(type(base).digest, hashers))
-        spliced = zip(map(hexlify, digests), map(_AFTER_BRACE, canonical), strict=True)
-        records = list(map(_RECORD.__mod__, spliced))
+        spliced = zip(repeat(b'{"uid":"'), map(hexlify, digests), repeat(b'",'), map(_AFTER_BRACE, canonical))
+        records = list(map(b"".join, spliced))
         return records, digests
 
     def encode(self, m: dict[str, Any]) -> bytes:
@@ -155,12 +154,13 @@ def canonical_by_template(columns: RowColumns) -> list[str] | None:
     """The canonical JSON (as :func:`encode` writes it, as text) of rows laid out alike, or None.
 
     Rows with the same keys, whose objects have the same keys, differ only in their values: one
-    ``%``-template per layout (keys sorted, compact, as the canonical encoder writes them) takes
-    every row's values, each column of values encoded in one C-level pass (strings with the JSON
-    encoder's own ``encode_basestring_ascii``, ints and floats with their ``repr``, which is what
-    the C encoder writes). Anything else (a value of another type, a non-finite float, a layout
-    that differs, non-string keys) gives None: encode those rows the usual way. The first row is
-    also encoded the usual way and compared, as a guard.
+    template per layout (keys sorted, compact, as the canonical encoder writes them: the literal
+    text between the values) takes every row's values, each column of values encoded in one C-level
+    pass (strings with the JSON encoder's own ``encode_basestring_ascii``, ints and floats with their
+    ``repr``, which is what the C encoder writes) and joined with the literal text. Anything else
+    (a value of another type, a non-finite float, a layout that differs, non-string keys) gives
+    None: encode those rows the usual way. The first row is also encoded the usual way and
+    compared, as a guard.
 
     :param columns: the rows' :class:`~airflow_provider_m3ter.client.measurements.RowColumns`
         with its ``layout`` set (every row has those keys, in that order).
@@ -169,13 +169,16 @@ def canonical_by_template(columns: RowColumns) -> list[str] | None:
     if layout is None or not items or not all(type(key) is str for key in layout):
         return None
     first = items[0]
-    parts: list[str] = []
+    literal = "{"  # the text before the next value
+    parts: list[Any] = []  # literal text (repeated) and value columns, alternating
     values: list[list[Any]] = []
-    for key in sorted(layout):
-        name = encode_basestring_ascii(key).replace("%", "%%")
+    for index, key in enumerate(sorted(layout)):
+        literal += ("," if index else "") + encode_basestring_ascii(key) + ":"
         if type(first[key]) is not dict:
-            parts.append(name + ":%s")
+            parts.append(literal)
             values.append(columns.column(key))
+            parts.append(values[-1])
+            literal = ""
             continue
         column = columns.column(key)
         keys = columns.key_tuples(key)
@@ -186,30 +189,36 @@ def canonical_by_template(columns: RowColumns) -> list[str] | None:
             or not all(type(field) is str for field in inner)
         ):
             return None
-        fields = []
-        for field in sorted(inner):
-            fields.append(encode_basestring_ascii(field).replace("%", "%%") + ":%s")
+        literal += "{"
+        for position, field in enumerate(sorted(inner)):
+            literal += ("," if position else "") + encode_basestring_ascii(field) + ":"
+            parts.append(literal)
             values.append(list(map(itemgetter(field), column)))
-        parts.append(name + ":{" + ",".join(fields) + "}")
-    template = "{" + ",".join(parts) + "}"
-    encoded: list[Any] = []
-    for column in values:
-        kinds = set(map(type, column))
+            parts.append(values[-1])
+            literal = ""
+        literal += "}"
+    literal += "}"
+    if not values:
+        return [literal] * len(items)
+    for index, part in enumerate(parts):
+        if type(part) is not list:
+            parts[index] = repeat(part)
+            continue
+        kinds = set(map(type, part))
         if kinds == _STR:
-            encoded.append(map(encode_basestring_ascii, column))
+            parts[index] = map(encode_basestring_ascii, part)
         elif kinds <= _NUMBERS:
             if float in kinds:
                 try:
-                    if not all(map(math.isfinite, column)):
+                    if not all(map(math.isfinite, part)):
                         return None  # NaN and the infinities are no JSON
                 except OverflowError:  # an int too large for a float: the C encoder takes it
                     return None
-            encoded.append(map(repr, column))
+            parts[index] = map(repr, part)
         else:
             return None
-    if not encoded:
-        return [template % ()] * len(items)
-    texts = list(map(template.__mod__, zip(*encoded, strict=True)))
+    # the repeated literals are endless: the value columns (all as long as ``items``) end the zip
+    texts = list(map("".join, zip(*parts, repeat(literal), strict=False)))
     if texts[0] != _dumps_canonical(first):  # pragma: no cover - a guard; never seen
         return None
     return texts

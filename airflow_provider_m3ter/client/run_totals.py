@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import itertools
 from bisect import bisect_right
-from collections import defaultdict, deque
+from collections import Counter, defaultdict, deque
 from collections.abc import Iterable, Iterator
 from itertools import repeat
 from operator import add, contains, itemgetter
@@ -64,7 +64,7 @@ class RunLedger:
         self.max_groups = max_groups
         # (meter, account, map names, keys of each map) -> shape id, numbered in order of first sight
         self._ids: defaultdict[Shape, int] = defaultdict(itertools.count().__next__)
-        self._counts: list[int] = []  # per shape id
+        self._counts: Counter[int] = Counter()  # per shape id
         # (numeric map name, key position) -> the running sum per shape id (0 where a shape has none)
         self._sums: dict[tuple[str, int], list[Any]] = {}
         self._points: list[tuple[int, int, int | None, bool]] = []
@@ -125,7 +125,7 @@ class RunLedger:
         )
         if len(ids) > before:
             self._grow()
-        _add_in_order(self._counts, shape_ids, repeat(1))
+        self._counts.update(shape_ids)  # counted in C
         for position, name in numeric:
             column, keys = columns.column(name), key_columns[position]
             if keys.count(keys[0]) == count:  # one key layout: a pass per field
@@ -190,7 +190,7 @@ class RunLedger:
     def _grow(self) -> None:
         """Make room for shape ids seen for the first time."""
         size = len(self._ids)
-        for column in (self._counts, *self._sums.values()):
+        for column in self._sums.values():
             column.extend([0] * (size - len(column)))
 
     def _sums_of(self, name: str, index: int) -> list[Any]:
