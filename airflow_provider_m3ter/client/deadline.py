@@ -74,11 +74,12 @@ def time_left() -> tuple[float, str] | None:
 class _Attempt:
     """One HTTP attempt under watch: its end time and the sockets it uses."""
 
-    __slots__ = ("conn", "end", "fired", "previous", "raw", "watchdog")
+    __slots__ = ("conn", "end", "fired", "previous", "raw", "released", "watchdog")
 
     def __init__(self, end: float, watchdog: AttemptWatchdog) -> None:
         self.end = end
         self.fired = False
+        self.released = False  # its connection went back to the pool: no longer watched
         self.conn: Any = None
         self.raw: socket.socket | None = None  # a dup of a new connection's socket (TLS wraps detach it)
         self.watchdog = watchdog
@@ -94,6 +95,8 @@ class _Attempt:
         self.watchdog._finish(self)
 
     def attach(self, conn: Any, sock: socket.socket | None) -> None:
+        if self.released:  # a further request of the same attempt (a redirect followed)
+            self.watchdog._rewatch(self)
         self.conn = conn
         if sock is not None:
             try:
@@ -162,6 +165,27 @@ class AttemptWatchdog:
             attempt.conn = None
             if attempt.raw is not None:
                 attempt.release()
+
+    def _released(self, attempt: _Attempt, conn: Any) -> None:
+        """``conn`` goes back to the pool (its answer was read in full): stop watching the attempt
+        before another thread can take the connection, so a later end never shuts a socket that
+        then belongs to someone else's attempt, and an answer complete in time is not a timeout."""
+        with self._lock:
+            if attempt.conn is conn and not attempt.fired:
+                self._live.discard(attempt)
+                attempt.released = True
+                attempt.conn = None
+                attempt.release()
+
+    def _rewatch(self, attempt: _Attempt) -> None:
+        """Watch a released attempt again (it sends a further request before its block ends)."""
+        with self._lock:
+            attempt.released = False
+            if not attempt.fired:
+                self._live.add(attempt)
+                if attempt.end < self._next_wake:
+                    self._next_wake = attempt.end
+                    self._wake.notify()
 
     def watching(self) -> int:
         """How many attempts are in flight (for tests and diagnostics)."""
@@ -291,11 +315,21 @@ class _WatchedHTTPSConnection(_WatchedMixin, HTTPSConnection):
     pass
 
 
-class _WatchedHTTPPool(HTTPConnectionPool):
+class _WatchedPoolMixin:
+    """Stop watching an attempt when its connection goes back to the pool (see ``_released``)."""
+
+    def _put_conn(self, conn: Any) -> None:
+        attempt: _Attempt | None = getattr(_current, "attempt", None)
+        if attempt is not None and conn is not None and attempt.conn is conn:
+            attempt.watchdog._released(attempt, conn)
+        super()._put_conn(conn)  # type: ignore[misc]
+
+
+class _WatchedHTTPPool(_WatchedPoolMixin, HTTPConnectionPool):
     ConnectionCls = _WatchedHTTPConnection
 
 
-class _WatchedHTTPSPool(HTTPSConnectionPool):
+class _WatchedHTTPSPool(_WatchedPoolMixin, HTTPSConnectionPool):
     ConnectionCls = _WatchedHTTPSConnection
 
 
