@@ -149,8 +149,11 @@ class AttemptWatchdog:
         attempt = _Attempt(time.monotonic() + max(0.0, seconds), self)
         with self._lock:
             if self._thread is None:
-                self._thread = threading.Thread(target=self._run, name="m3ter-attempt-watchdog", daemon=True)
-                self._thread.start()
+                # kept only once started: a start that fails ("can't start new thread") is tried
+                # again by the next attempt instead of leaving every later attempt unwatched
+                thread = threading.Thread(target=self._run, name="m3ter-attempt-watchdog", daemon=True)
+                thread.start()
+                self._thread = thread
             self._live.add(attempt)
             if attempt.end < self._next_wake:
                 self._next_wake = attempt.end
@@ -205,7 +208,9 @@ class AttemptWatchdog:
                     elif attempt.end < earliest:
                         earliest = attempt.end
                 self._next_wake = earliest
-                self._wake.wait(None if earliest == _NEVER else earliest - now)
+                # at most _LONGEST_SLEEP at a time: a longer wait (an upload inside a limit of
+                # centuries) would overflow the lock's timeout and end the thread for good
+                self._wake.wait(None if earliest == _NEVER else min(earliest - now, _LONGEST_SLEEP))
 
     def _after_fork_in_child(self) -> None:
         """A forked child (Airflow's LocalExecutor, say) has none of the parent's threads, and the
@@ -218,6 +223,7 @@ class AttemptWatchdog:
 
 
 _NEVER = float("inf")
+_LONGEST_SLEEP = 3600.0  # seconds; far below threading.TIMEOUT_MAX (about 292 years)
 
 WATCHDOG = AttemptWatchdog()
 if hasattr(os, "register_at_fork"):

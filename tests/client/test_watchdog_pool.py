@@ -12,6 +12,7 @@ import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
+import pytest
 import requests
 
 from airflow_provider_m3ter.client import M3terClient
@@ -176,3 +177,113 @@ def test_an_upload_put_redirected_to_a_slow_server_still_ends_at_the_limit() -> 
         slow.close()
         redirect.shutdown()
         redirect.server_close()
+
+
+_AFTER_A_VERY_LONG_LIMIT = r"""
+import sys, threading, time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+from airflow_provider_m3ter.client import M3terTransientError
+from airflow_provider_m3ter.client.deadline import time_limit
+from airflow_provider_m3ter.client.file_upload import UploadTicket, put_upload
+from tests.client.test_deadlines import TrickleServer, _client
+
+
+class Ok(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+
+    def log_message(self, *args):
+        pass
+
+    def do_PUT(self):
+        self.rfile.read(int(self.headers.get("Content-Length") or 0))
+        self.send_response(200)
+        self.send_header("Content-Length", "0")
+        self.end_headers()
+
+
+ok = ThreadingHTTPServer(("127.0.0.1", 0), Ok)
+threading.Thread(target=ok.serve_forever, daemon=True).start()
+# an upload inside a limit of centuries (an execution_timeout of timedelta(days=200_000), say)
+with time_limit(2e10):
+    put_upload(UploadTicket(job_id="j", url=f"http://127.0.0.1:{ok.server_address[1]}/_upload/s"), b"[]")
+time.sleep(0.5)
+# then an ordinary call: it must still end at its 2 s deadline
+slow = TrickleServer("trickle")
+started = time.monotonic()
+try:
+    with _client(f"http://127.0.0.1:{slow.port}", deadline=2.0, timeout=2.0) as client:
+        client.request("GET", "meters")
+except M3terTransientError:
+    pass
+print(f"elapsed {time.monotonic() - started:.2f}")
+"""
+
+
+def test_an_attempt_with_a_limit_of_centuries_does_not_stop_the_watchdog_for_later_calls() -> None:
+    # A wait longer than threading.TIMEOUT_MAX (about 292 years) would raise OverflowError in the
+    # watchdog's thread; the thread must survive it, or no later attempt of the process is ever cut.
+    import os
+    import subprocess
+    import sys
+
+    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    try:
+        done = subprocess.run(
+            [sys.executable, "-c", _AFTER_A_VERY_LONG_LIMIT],
+            capture_output=True,
+            text=True,
+            timeout=20,
+            cwd=root,
+            env={**os.environ, "PYTHONPATH": root},
+        )
+    except subprocess.TimeoutExpired:
+        raise AssertionError("the call after the long-limit upload was still running after 20 s") from None
+    assert done.returncode == 0, done.stderr[-2000:]
+    elapsed = float(done.stdout.split("elapsed ")[1])
+    assert 1.5 <= elapsed <= 4.0, (elapsed, done.stderr[-2000:])
+
+
+def test_a_watchdog_thread_that_could_not_start_is_started_by_the_next_attempt(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # "can't start new thread" (a container's pids limit, which cannot be reached here as root):
+    # that attempt fails, but later attempts must be watched again, not left unbounded forever.
+    import socket
+
+    from airflow_provider_m3ter.client.deadline import AttemptWatchdog
+
+    watchdog = AttemptWatchdog()
+    real_start = threading.Thread.start
+    failures = [1]
+
+    def start(self: threading.Thread) -> None:
+        if self.name == "m3ter-attempt-watchdog" and failures:
+            failures.pop()
+            raise RuntimeError("can't start new thread")
+        real_start(self)
+
+    monkeypatch.setattr(threading.Thread, "start", start)
+    with pytest.raises(RuntimeError):
+        watchdog.watch(0.2)
+    sock, peer = socket.socketpair()
+    sock.settimeout(10.0)  # a watchdog that never fires fails the test instead of hanging it
+
+    class _Conn:
+        def __init__(self, sock: socket.socket) -> None:
+            self.sock = sock
+
+    started = time.monotonic()
+    try:
+        with watchdog.watch(0.3) as attempt:
+            attempt.attach(_Conn(sock), None)
+            try:
+                data = sock.recv(1)
+            except TimeoutError:
+                data = None
+        assert data == b""
+        assert attempt.fired
+        assert time.monotonic() - started < 5.0
+    finally:
+        sock.close()
+        peer.close()
