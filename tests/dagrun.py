@@ -9,7 +9,7 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from tests.dags_test import dags_test_command
+from tests.dags_test_runner import dags_test_command
 
 REPO = Path(__file__).resolve().parents[1]
 EXAMPLE_DAGS = REPO / "example_dags"
@@ -58,9 +58,11 @@ class AirflowEnv:
         logical_date: str | None = None,
         timeout: float = 600,
     ) -> DagRunResult:
-        """Run ``airflow dags test DAG_ID [LOGICAL_DATE]`` (through :mod:`tests.dags_test`) and return
-        its exit code and full output."""
-        # Airflow's own command; on Airflow < 3.3 with its Execution API built once (tests/dags_test.py)
+        """Run ``airflow dags test DAG_ID [LOGICAL_DATE]`` and return its exit code and full output.
+
+        Airflow's own command, through :mod:`tests.dags_test_runner` (on Airflow < 3.3 its in-process
+        Execution API is built once per run, as 3.3 does).
+        """
         cmd = dags_test_command(dag_id)
         if logical_date:
             cmd.append(logical_date)

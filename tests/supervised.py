@@ -93,7 +93,7 @@ def main(argv: list[str]) -> int:
         log_dir, argv = Path(argv[1]).resolve(), argv[2:]
     _supervise_instead(log_dir)
     # run as a script: its own folder is on sys.path, the repository perhaps not
-    from dags_test import build_execution_api_once, run_airflow_dags_test
+    from dags_test_runner import build_execution_api_once, run_airflow_dags_test
 
     build_execution_api_once()
     return run_airflow_dags_test(argv)

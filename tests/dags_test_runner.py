@@ -11,7 +11,7 @@ task is late by several task starts. :func:`build_execution_api_once` makes the 
 once too, so every line's DAG runs time the same. Nothing else about the run changes: the task,
 the triggers and the provider run exactly as under ``airflow dags test``.
 
-Usage: ``python tests/dags_test.py DAG_ID [LOGICAL_DATE] [airflow dags test options]`` with
+Usage: ``python tests/dags_test_runner.py DAG_ID [LOGICAL_DATE] [airflow dags test options]`` with
 ``AIRFLOW_HOME`` and ``AIRFLOW__CORE__DAGS_FOLDER`` set (build it with :func:`dags_test_command`).
 The exit code is ``airflow dags test``'s.
 """
