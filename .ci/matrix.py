@@ -17,8 +17,10 @@ from __future__ import annotations
 import argparse
 import collections
 import concurrent.futures
+import shutil
 import subprocess
 import sys
+import tempfile
 import time
 import xml.etree.ElementTree as ET
 from pathlib import Path
@@ -54,11 +56,15 @@ def _counts(report: Path) -> tuple[dict[str, int], collections.Counter[str]]:
     return totals, reasons
 
 
-def _run(name: str, python: Path, args: list[str], out: Path) -> tuple[str, dict[str, int], float, list[str]]:
+def _run(
+    name: str, python: Path, args: list[str], out: Path, temp: Path
+) -> tuple[str, dict[str, int], float, list[str]]:
     report = out / f"{name}.xml"
     report.unlink(missing_ok=True)
     log = out / f"{name}.log"
-    basetemp = out / f"tmp-{name}"  # own temp root: concurrent runs never clean each other's up
+    # own temp root, so concurrent runs never clean each other's up; outside the repository, so a
+    # test can tell an installed wheel from the source tree
+    basetemp = temp / f"tmp-{name}"
     version = subprocess.run(
         [str(python), "-c", "import airflow, sys; print(airflow.__version__, sys.version.split()[0])"],
         capture_output=True,
@@ -105,9 +111,10 @@ def main() -> int:
     out.mkdir(parents=True, exist_ok=True)
     runs = [(f"af{line}", REPO / f".venv-af{line}/bin/python", LINE_ARGS) for line in options.lines.split()]
     runs += [(f"py{py}", REPO / f".venv-py{py}/bin/python", PYTHON_SMOKE) for py in options.pythons.split()]
+    temp = Path(tempfile.mkdtemp(prefix="m3ter-matrix-"))
     # The suites mostly wait (emulator jobs, sensor pokes, deferrals), so a few venvs run at once.
     with concurrent.futures.ThreadPoolExecutor(max_workers=options.jobs) as pool:
-        results = list(pool.map(lambda run: _run(*run, out), runs))
+        results = list(pool.map(lambda run: _run(*run, out, temp), runs))
     for name, _, _ in runs:
         failures = [
             line
@@ -128,6 +135,10 @@ def main() -> int:
         )
         for reason in reasons:
             print(f"         skipped {reason}")
+    if ok:
+        shutil.rmtree(temp, ignore_errors=True)
+    else:
+        print(f"\ntest temp directories kept for inspection: {temp}")
     return 0 if ok else 1
 
 
