@@ -72,6 +72,7 @@ from airflow_provider_m3ter.client.measurements import (
     all_certainly_valid,
     certainly_valid,
     cutoff_key,
+    row_snapshot,
     timestamp_key,
     utc_key_to_iso,
     validate_measurement,
@@ -97,8 +98,17 @@ def _count(value: Any) -> int:
 
 
 def number_rows(items: Iterable[Any]) -> Iterator[tuple[int, None, Any]]:
-    """Turn plain measurements into ``(row, line, item)`` rows for :meth:`IngestRun.run`."""
-    for row, item in enumerate(items, start=1):
+    """Turn plain measurements into ``(row, line, item)`` rows for :meth:`IngestRun.run`.
+
+    Items of a one-shot iterable (anything but a list or tuple: a generator may reuse or change a
+    dict after yielding it) are copied as they are read (:func:`row_snapshot`), since the run holds
+    1,024 rows before it checks and encodes them.
+    """
+    if isinstance(items, (list, tuple)):
+        for row, item in enumerate(items, start=1):
+            yield row, None, item
+        return
+    for row, item in enumerate(map(row_snapshot, items), start=1):
         yield row, None, item
 
 
@@ -206,7 +216,9 @@ class IngestRun:
         """Prepare and send every row; return the summary.
 
         :param rows: ``(row, line, measurement-or-RowError)`` in source order (see
-            :func:`number_rows` for plain measurement lists).
+            :func:`number_rows` for plain measurement lists). Rows are read 1,024 at a time before
+            they are checked and encoded: a measurement must not change after it is yielded (the
+            package's sources yield fresh objects; :func:`number_rows` copies those of a generator).
         :param source: a name for the source in messages and dead letters.
         :raises InvalidMeasurementsError: rows were invalid and ``on_invalid="fail"`` (nothing sent).
         :raises M3terError: a request failed for good; the checkpoint keeps what was acknowledged.

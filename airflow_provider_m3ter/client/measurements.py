@@ -51,6 +51,7 @@ __all__ = [
     "certainly_valid",
     "code_twin_problem",
     "cutoff_key",
+    "row_snapshot",
     "timestamp_key",
     "utc_key_to_iso",
     "validate_measurement",
@@ -604,6 +605,19 @@ _DICT_ONLY = frozenset({dict})
 _NUMBER_TYPES = frozenset({int, float})
 #: Distinct key layouts of one category's objects that :func:`all_certainly_valid` checks one by one.
 _MAX_FIELD_LAYOUTS = 16
+
+
+def row_snapshot(item: Any) -> Any:
+    """A copy of a measurement dict down to its category objects (``item`` itself if no dict).
+
+    An ingest run reads rows a batch (1,024) at a time before it checks and encodes them, so a
+    one-shot iterable (a generator) that reuses or changes a dict after yielding it would have every
+    row of a batch stored as its last state; a valid measurement nests two levels, so this copy is
+    all of it (the scalars are immutable). Deeper containers (invalid anyway) stay shared.
+    """
+    if type(item) is not dict:
+        return item
+    return {key: value.copy() if type(value) in (dict, list) else value for key, value in item.items()}
 
 
 class RowColumns:

@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any, BinaryIO, Protocol, cast
 
 from airflow_provider_m3ter.client.batches import MAX_BATCH_BYTES
-from airflow_provider_m3ter.client.measurements import MAX_EXACT_INTEGER, NotANumber, RowError
+from airflow_provider_m3ter.client.measurements import MAX_EXACT_INTEGER, NotANumber, RowError, row_snapshot
 from airflow_provider_m3ter.operators.mapping import RowMapping, SourceError
 
 __all__ = [
@@ -154,6 +154,9 @@ def _keys_unique(item: Any, text: str, start: int, end: int) -> bool:
     )
 
 
+#: JSON's whitespace: all that may follow a value on its line (``str.strip()`` strips U+00A0, U+2028 ...,
+#: which the careful decoder refuses as extra data).
+_JSON_WHITESPACE = " \t\r\n"
 #: What ``bytes.strip()`` strips: a line of only these is blank (``str.strip()`` strips more).
 _BYTES_WHITESPACE = " \t\n\r\x0b\x0c"
 
@@ -183,6 +186,8 @@ def _keys_counted(item: Any, text: str, pick: Callable[[Any], tuple[Any, ...]]) 
     values, each of which must be an object (``dict.__len__`` refuses anything else); an equal count
     proves that no key was repeated anywhere. Otherwise False: nothing proven, look closer.
     """
+    if type(item) is not dict:  # len() of an array counts its elements, not the keys inside them
+        return False
     try:
         return text.count('":') == len(item) + sum(map(dict.__len__, pick(item)))
     except (TypeError, KeyError):  # not an object, or laid out otherwise than ``pick`` expects
@@ -326,10 +331,13 @@ class IterableSource:
         self.name = name
 
     def rows(self) -> Iterator[SourceRow]:
-        """Yield each item as a row (no line numbers)."""
+        """Yield each item as a row (no line numbers); the items of a one-shot iterable (not a list
+        or tuple) are copied as they are read (see
+        :func:`~airflow_provider_m3ter.client.measurements.row_snapshot`)."""
         plans: dict[tuple[str, ...], list[Any]] = {}
         mapping = self.mapping
-        for row, item in enumerate(self.items, start=1):
+        items = self.items if isinstance(self.items, (list, tuple)) else map(row_snapshot, self.items)
+        for row, item in enumerate(items, start=1):
             try:
                 mapped = mapping.from_dict(item, plans)
             except SourceError as exc:
@@ -486,12 +494,12 @@ class FileSource:
                 if text.count("[") > MAX_NESTING - 3:
                     raise ValueError("maybe nested too deeply")
                 item, end = scan(text, 0)
-                if end != len(text) and (rest := text[end:]) != "\n" and rest.strip():
+                if end != len(text) and (rest := text[end:]) != "\n" and rest.strip(_JSON_WHITESPACE):
                     raise ValueError("extra data")
                 # after the value only whitespace follows (checked above): the whole line is counted
                 if not unique(item, text, 0, len(text)):
                     raise ValueError("maybe a repeated key")
-            except (StopIteration, ValueError):
+            except (StopIteration, ValueError, RecursionError):
                 # unusual lines (blank, indented, BOM, malformed) take the careful path
                 if not raw.strip():
                     continue
@@ -578,14 +586,14 @@ class FileSource:
                     if deep and line.count("[") > MAX_NESTING - 3:
                         raise ValueError("maybe nested too deeply")
                     item, end = scan(line, 0)
-                    if end != len(line) and line[end:].strip():
+                    if end != len(line) and line[end:].strip(_JSON_WHITESPACE):
                         raise ValueError("extra data")
                     if spaced or not _keys_counted(item, line, pick):
                         if not unique(item, line, 0, len(line)):
                             raise ValueError("maybe a repeated key")
                         if not spaced:
                             pick = _maps_of(item)  # this line's layout: count the next ones like it
-                except (StopIteration, ValueError):
+                except (StopIteration, ValueError, RecursionError):
                     if not line.strip(_BYTES_WHITESPACE):
                         continue  # blank, as bytes.strip() sees it
                     row += 1

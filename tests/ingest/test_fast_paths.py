@@ -526,3 +526,75 @@ def test_a_number_is_no_code_even_when_its_text_is_a_code_seen_before() -> None:
     assert not certainly_valid(number)
     assert not all_certainly_valid([row, number])
     assert [problem.field for problem in validate_measurement(number)] == ["meter"]
+
+
+# --- a second review (brk9): inputs that made the fast paths disagree with the careful ones -------
+
+
+def test_a_generator_that_reuses_its_row_dict_stores_each_row_as_yielded(
+    client_factory, m3ter_emulator, tmp_path
+):
+    # rows are held 1,024 at a time before they are encoded: a generator that changes the dict it
+    # yielded had every row stored as the last one (five rows, one value, four "identical" repeats)
+    def usage() -> Any:
+        m: dict[str, Any] = {"meter": "api", "account": "acme", "ts": "2024-05-01T00:00:00Z", "measure": {}}
+        for i in range(5):
+            m["measure"]["n"] = i
+            m["account"] = f"acct-{i % 2}"
+            yield m
+
+    client = client_factory()
+    run = IngestRun(client, namespace="gen", spill_dir=str(tmp_path), on_invalid="fail")
+    summary = run.run_measurements(usage())
+    stored = sorted((m["account"], m["measure"]["n"]) for m in m3ter_emulator.measurements())
+    assert stored == [("acct-0", 0), ("acct-0", 2), ("acct-0", 4), ("acct-1", 1), ("acct-1", 3)]
+    assert summary.identical == 0
+    expected = {"meter": "api", "ts": "2024-05-01T00:00:00Z"}
+    uids = {m["uid"] for m in m3ter_emulator.measurements()}
+    assert uids == {
+        UidDeriver("gen").uid(dict(expected, account=f"acct-{i % 2}", measure={"n": i})) for i in range(5)
+    }
+    # the same through the operator's source for inline measurements
+    m3ter_emulator.reset()
+    run = IngestRun(client, namespace="gen", spill_dir=str(tmp_path), on_invalid="fail")
+    run.run(sources.IterableSource(usage()).rows())
+    assert sorted(m["measure"]["n"] for m in m3ter_emulator.measurements()) == [0, 1, 2, 3, 4]
+
+
+def test_an_array_line_hiding_a_repeated_key_is_refused_for_the_repeat(tmp_path: Path) -> None:
+    # len() of an array counts its elements: two elements, two '":' -- the count "proved" no repeat
+    # when no earlier line had taught it a layout with category objects
+    lines = ['[{"meter":"m","meter":"x"},1]', '{"meter":"m","account":"a","ts":"t"}', '[{"k":1,"k":2},{}]']
+    got = read_lines(tmp_path, lines)
+    assert got == [careful(line) for line in lines]
+    assert got[0] == ("duplicate", "meter")
+    assert got[2] == ("duplicate", "k")
+
+
+@pytest.mark.parametrize("tail", ["\u00a0", "\x1c", "\x1f", "\u2028", "\u3000", "\x85", "\x0b", "\x0c"])
+@pytest.mark.parametrize("block", [True, False])
+def test_only_json_whitespace_may_follow_a_json_lines_value(tmp_path: Path, tail: str, block: bool) -> None:
+    # str.strip() strips these; JSON (and the careful decoder) does not: the row was stored or
+    # refused depending on whether it also had a space before a colon
+    plain = json.dumps(M, separators=(",", ":")) + tail
+    spaced = json.dumps(M, separators=(" ,", " : ")) + tail
+    path = tmp_path / "tail.jsonl"
+    # a UTF-16 file is read line by line (the other path), UTF-8 a block at a time
+    encoding = "utf-8" if block else "utf-16"
+    path.write_text(plain + "\n" + spaced + "\n", encoding=encoding)
+    got = [item for _row, _line, item in FileSource(path, encoding=encoding).rows()]
+    assert [type(item) for item in got] == [RowError, RowError]
+    assert all("Extra data" in item.reason for item in got)
+
+
+@pytest.mark.parametrize("block", [True, False])
+def test_objects_nested_past_the_recursion_limit_are_a_row_error(tmp_path: Path, block: bool) -> None:
+    # the C scanner raises RecursionError (not ValueError): the whole read failed instead of one row
+    deep = '{"a":' * 5000 + "1" + "}" * 5000
+    encoding = "utf-8" if block else "utf-16"
+    path = tmp_path / "deep.jsonl"
+    path.write_text(deep + "\n" + json.dumps(M) + "\n", encoding=encoding)
+    got = [item for _row, _line, item in FileSource(path, encoding=encoding).rows()]
+    assert isinstance(got[0], RowError)
+    assert "nest deeper" in got[0].reason
+    assert got[1] == M
