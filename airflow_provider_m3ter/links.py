@@ -16,6 +16,7 @@ its Console is unknown.
 
 from __future__ import annotations
 
+import re
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote, urlsplit
 
@@ -36,6 +37,9 @@ __all__ = [
 ]
 
 CONSOLE_BASE_URL = "https://console.m3ter.com"
+
+# what an entity id in a Console link may be: a UUID or another plain token
+_PLAIN_ID = re.compile(r"[A-Za-z0-9_-]{1,200}")
 CONSOLE_URL_XCOM_KEY = "m3ter_console_url"
 
 # Console sections per entity kind (best effort, see the module docstring).
@@ -118,8 +122,10 @@ def console_url(
     if section is None:
         return url
     url += f"/{section}"
-    if id:
-        url += f"/{quote(str(id), safe='')}"
+    # an id is a UUID or a plain token; anything else (``..``, a slash, spaces) links to the
+    # section instead of a page the id could climb out of
+    if id and _PLAIN_ID.fullmatch(str(id)):
+        url += f"/{id}"
     return url
 
 

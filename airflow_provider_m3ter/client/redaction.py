@@ -12,6 +12,7 @@ handlers of other loggers.
 
 from __future__ import annotations
 
+import base64
 import logging
 import re
 import threading
@@ -24,6 +25,7 @@ __all__ = [
     "REDACTED",
     "RedactingFilter",
     "install_log_redaction",
+    "proxy_credential_pieces",
     "redact",
     "register",
     "signed_url_pieces",
@@ -82,6 +84,29 @@ def redact(text: str) -> str:
     if pattern is None or not text:
         return text
     return pattern.sub(REDACTED, text)
+
+
+def proxy_credential_pieces(proxy_url: str | None) -> list[str]:
+    """The parts of a proxy URL that are credentials, to register as secrets.
+
+    ``http://user:pass@proxy:3128`` (from ``HTTPS_PROXY``/``HTTP_PROXY``): the password, the
+    ``user:pass`` pair and its Base64 form (the ``Proxy-Authorization`` header a proxy's error page
+    may echo), each as written and percent-decoded. A proxy URL without a password gives nothing.
+
+    :param proxy_url: a proxy URL, or ``None``.
+    """
+    if not proxy_url or "@" not in proxy_url:
+        return []
+    userinfo = urlsplit(proxy_url if "://" in proxy_url else f"http://{proxy_url}").netloc.rpartition("@")[0]
+    user, _, password = userinfo.partition(":")
+    if not password:
+        return []
+    out: list[str] = []
+    for u, p in ((user, password), (unquote(user), unquote(password))):
+        for piece in (p, f"{u}:{p}", base64.b64encode(f"{u}:{p}".encode()).decode("ascii")):
+            if piece not in out:
+                out.append(piece)
+    return out
 
 
 def signed_url_pieces(url: str, headers: Mapping[str, str] | None = None) -> list[str]:

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import logging
 import random
+import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -51,6 +52,9 @@ NETWORK_ERRORS: tuple[type[BaseException], ...] = (
 )
 
 
+_DELTA_SECONDS = re.compile(r"[0-9]{1,12}(?:\.[0-9]{1,6})?")
+
+
 def parse_retry_after(
     value: str | None, *, date_header: str | None = None, now: Callable[[], float] = time.time
 ) -> float | None:
@@ -64,12 +68,9 @@ def parse_retry_after(
     if value is None or not value.strip():
         return None
     text = value.strip()
-    try:
-        seconds = float(text)
-    except ValueError:
-        pass
-    else:
-        return seconds if seconds >= 0 and seconds == seconds and seconds != float("inf") else None
+    # delta-seconds is ASCII digits (RFC 9110); float() also takes "1_000", "nan", "1e9", other digits
+    if _DELTA_SECONDS.fullmatch(text):
+        return float(text)
     when = _http_date(text)
     if when is None:
         return None
@@ -148,10 +149,13 @@ class CallState:
 
 def network_error_retryable(exc: BaseException | None) -> bool:
     """Whether a failure without a response is worth another attempt: connection errors and timeouts
-    are; a TLS certificate problem is configuration and is not. Decided here only.
+    are; a TLS certificate problem and a proxy's 407 (Proxy Authentication Required) are
+    configuration and are not. Decided here only.
 
     :param exc: what ``requests`` raised.
     """
+    if isinstance(exc, requests.exceptions.ProxyError) and " 407 " in str(exc):
+        return False  # the proxy wants credentials: configuration, as a certificate problem is
     return isinstance(exc, NETWORK_ERRORS) and not isinstance(exc, requests.exceptions.SSLError)
 
 

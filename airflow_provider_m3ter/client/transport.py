@@ -37,7 +37,7 @@ from airflow_provider_m3ter.client.errors import (
 )
 from airflow_provider_m3ter.client.pacing import RateLimiter
 from airflow_provider_m3ter.client.paths import check_relative_path
-from airflow_provider_m3ter.client.redaction import redact
+from airflow_provider_m3ter.client.redaction import proxy_credential_pieces, redact, register
 from airflow_provider_m3ter.client.retry import (
     NETWORK_ERRORS,
     CallState,
@@ -155,6 +155,10 @@ class Transport:
                 # (requests' per-request lookup costs more CPU than the rest of the client).
                 session.trust_env = False
                 self._proxies = {api: get_environ_proxies(self.url("/", api)) for api in ("config", "ingest")}
+                # a proxy's credentials are secrets too (its error page may echo them)
+                for proxies in self._proxies.values():
+                    for proxy_url in proxies.values():
+                        register(*proxy_credential_pieces(proxy_url))
                 verify = self.settings.verify_tls
                 if verify is True:
                     verify = os.environ.get("REQUESTS_CA_BUNDLE") or os.environ.get("CURL_CA_BUNDLE") or True

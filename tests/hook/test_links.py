@@ -24,7 +24,13 @@ ORG = "11111111-2222-4333-8444-555555555555"
         ("meter", "abc", f"https://console.m3ter.com/org/{ORG}/metering/meters/abc"),
         ("Meter", None, f"https://console.m3ter.com/org/{ORG}/metering/meters"),
         ("billjob", "j-1", f"https://console.m3ter.com/org/{ORG}/billing/bill-jobs/j-1"),
-        ("fileupload", "f/1", f"https://console.m3ter.com/org/{ORG}/data/file-uploads/f%2F1"),
+        ("billjob", ORG, f"https://console.m3ter.com/org/{ORG}/billing/bill-jobs/{ORG}"),
+        # an id that is no plain token links to the section, never to a page it could climb out of
+        ("fileupload", "f/1", f"https://console.m3ter.com/org/{ORG}/data/file-uploads"),
+        ("meter", "..", f"https://console.m3ter.com/org/{ORG}/metering/meters"),
+        ("meter", ".", f"https://console.m3ter.com/org/{ORG}/metering/meters"),
+        ("meter", "%2e%2e", f"https://console.m3ter.com/org/{ORG}/metering/meters"),
+        ("meter", "a b", f"https://console.m3ter.com/org/{ORG}/metering/meters"),
         ("no-such-kind", "x", f"https://console.m3ter.com/org/{ORG}"),
     ],
 )
