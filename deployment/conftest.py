@@ -2,8 +2,9 @@
 
 ``M3TER_DEPLOY_WORK`` sets the scratch directory (default: a fresh temporary one);
 ``M3TER_DEPLOY_REUSE_VENV=1`` keeps an existing venv there (local iteration; CI installs afresh).
-The browser test's screenshots and a copy of the components' logs go to ``artifacts/e2e`` in the
-repository (gitignored; ``M3TER_E2E_ARTIFACTS`` moves it), emptied at the start of each run.
+The browser test's screenshots and a copy of the components' and tasks' logs go to
+``artifacts/e2e`` in the repository (gitignored; ``M3TER_E2E_ARTIFACTS`` moves it), emptied at the
+start of each run; a scratch directory made here is removed at the end.
 """
 
 from __future__ import annotations
@@ -30,7 +31,8 @@ TEST_DAGS = ["m3ter_pool_pacing"]
 
 @pytest.fixture(scope="session")
 def deployment() -> Iterator[Deployment]:
-    work = Path(os.environ.get("M3TER_DEPLOY_WORK") or tempfile.mkdtemp(prefix="m3ter-deploy-"))
+    given = os.environ.get("M3TER_DEPLOY_WORK")
+    work = Path(given or tempfile.mkdtemp(prefix="m3ter-deploy-"))
     shutil.rmtree(ARTIFACTS, ignore_errors=True)
     ARTIFACTS.mkdir(parents=True)
     deploy = Deployment(work, reuse_venv=os.environ.get("M3TER_DEPLOY_REUSE_VENV") == "1")
@@ -56,5 +58,10 @@ def deployment() -> Iterator[Deployment]:
     finally:
         codes = deploy.stop()  # raises when a process or a child of one outlived its stop
         say(f"stopped by pid: {codes}")
-        if deploy.logs.exists():  # the components' logs next to the screenshots, for a failed CI run
+        # the components' and the tasks' logs next to the screenshots, for a failed CI run
+        if deploy.logs.exists():
             shutil.copytree(deploy.logs, ARTIFACTS / "process-logs", dirs_exist_ok=True)
+        if (deploy.home / "logs").exists():
+            shutil.copytree(deploy.home / "logs", ARTIFACTS / "task-logs", dirs_exist_ok=True)
+        if not given:  # a scratch directory of our own (its venv alone is some 500 MB)
+            shutil.rmtree(work, ignore_errors=True)
